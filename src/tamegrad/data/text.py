@@ -1,0 +1,106 @@
+"""Tiny Shakespeare as a character-level language-modelling data set.
+
+The vocabulary is the sorted set of characters of the whole file; the first 90% of the text is
+the training split, the last 10% the test split. Each split is cut into non-overlapping input
+windows of ``seq_len`` characters: sequence ``i`` is ``chunk = ids[i*T : i*T + T + 1]`` with
+``x = chunk[:-1]`` and ``y = chunk[1:]``, so every character after the first is a target
+exactly once and the final ``< T`` characters of a split are dropped.
+Limits: characters only (no sub-word tokenisation); a local file is used as-is (only a
+download is checksum-verified), and :func:`encode` rejects characters outside the vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import download as _dl
+from .base import Dataset, DatasetCorruptError, default_data_dir
+
+__all__ = ["decode", "encode", "make_sequences", "tinyshakespeare"]
+
+TRAIN_FRACTION = 0.9
+
+
+def encode(text: str, vocab: Sequence[str]) -> Tensor:
+    """Characters -> int64 ids (``vocab[i]`` is the character of id ``i``; sorted vocab only).
+
+    Raises ``ValueError`` naming the first character not in ``vocab``.
+    """
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    table = np.array([ord(c) for c in vocab], dtype=np.int64)
+    if table.size and np.any(np.diff(table) <= 0):
+        raise ValueError("vocab must be sorted and without duplicates (as Dataset.classes is)")
+    ids = np.searchsorted(table, codes)
+    if codes.size:
+        bad = table[np.minimum(ids, table.size - 1)] != codes if table.size else codes == codes
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"character {text[first]!r} at position {first} is not in the vocabulary"
+            )
+    return torch.from_numpy(ids.astype(np.int64))
+
+
+def decode(ids: Tensor | Sequence[int], vocab: Sequence[str]) -> str:
+    """int ids -> string. Raises ``IndexError`` for ids outside the vocabulary."""
+    values = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else list(ids)
+    return "".join(vocab[i] for i in values)
+
+
+def make_sequences(ids: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
+    """Cut a 1-D id tensor into ``(x, y)`` of shape ``(n, seq_len)`` (see the module doc)."""
+    n = (ids.numel() - 1) // seq_len
+    if n < 1:
+        raise ValueError(
+            f"text of {ids.numel()} characters is too short for one sequence of seq_len={seq_len}"
+        )
+    x = ids[: n * seq_len].reshape(n, seq_len).clone()
+    y = ids[1 : n * seq_len + 1].reshape(n, seq_len).clone()
+    return x, y
+
+
+def tinyshakespeare(
+    data_dir: str | Path | None = None, *, download: bool = True, seq_len: int = 128
+) -> Dataset:
+    """Read ``<data_dir>/tinyshakespeare.txt`` (downloaded and sha256-verified when missing).
+
+    Returns kind ``"text"``: int64 ``(N, seq_len)`` inputs and next-character targets;
+    ``classes`` is the vocabulary (``num_classes`` its size, 65 for the real file).
+    Raises :class:`DatasetNotFoundError` with the exact path and URL when the file is missing
+    and cannot be downloaded.
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"Invalid seq_len: {seq_len!r} (must be an int >= 1)")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    resource = _dl.TINYSHAKESPEARE_RESOURCE
+    path = _dl.ensure_file(
+        resource, root / resource.filename, download_ok=download, what="tinyshakespeare"
+    )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetCorruptError(f"{path} is not UTF-8 text ({e})") from e
+    if len(text) < 20:
+        raise DatasetCorruptError(f"{path} holds only {len(text)} characters")
+    vocab = sorted(set(text))
+    ids = encode(text, vocab)
+    cut = int(len(text) * TRAIN_FRACTION)
+    train_x, train_y = make_sequences(ids[:cut], seq_len)
+    test_x, test_y = make_sequences(ids[cut:], seq_len)
+    return Dataset(
+        name="tinyshakespeare",
+        kind="text",
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=len(vocab),
+        classes=vocab,
+        mean=None,
+        std=None,
+    )

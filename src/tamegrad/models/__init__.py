@@ -1,0 +1,19 @@
+"""Model zoo for the training engine: ``create_model(name, num_classes=..., input_shape=...)``.
+
+Models: ``resnet18`` (CIFAR-style), ``cnn``, ``mlp``, ``char-lstm``. None use dropout by default.
+"""
+
+from .factory import available_models, create_model, describe_model
+from .resnet import BasicBlock, ResNet18
+from .small import MLP, CharLSTM, SmallCNN
+
+__all__ = [
+    "MLP",
+    "BasicBlock",
+    "CharLSTM",
+    "ResNet18",
+    "SmallCNN",
+    "available_models",
+    "create_model",
+    "describe_model",
+]

@@ -1,0 +1,87 @@
+"""Hyper-parameter checks shared by every tamegrad optimizer.
+
+Each check raises ``ValueError`` naming the parameter and the offending value, and rejects NaN
+(``nan < 0`` is False, so a bare comparison would let NaN through).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+def _as_float(name: str, value: object) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Invalid {name}: a tensor {name} must have one element, got {value}")
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: object) -> float:
+    """``value >= 0`` and finite."""
+    v = _as_float(name, value)
+    if not math.isfinite(v) or v < 0.0:
+        raise ValueError(f"Invalid {name}: {value} (must be a finite number >= 0)")
+    return v
+
+
+def check_positive(name: str, value: object) -> float:
+    """``value > 0`` and finite."""
+    v = _as_float(name, value)
+    if not math.isfinite(v) or v <= 0.0:
+        raise ValueError(f"Invalid {name}: {value} (must be a finite number > 0)")
+    return v
+
+
+def check_unit_interval(name: str, value: object, *, closed_right: bool = False) -> float:
+    """``0 <= value < 1`` (or ``<= 1`` with ``closed_right``)."""
+    v = _as_float(name, value)
+    ok = 0.0 <= v <= 1.0 if closed_right else 0.0 <= v < 1.0
+    if not math.isfinite(v) or not ok:
+        bound = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"Invalid {name}: {value} (must be in {bound})")
+    return v
+
+
+def check_betas(value: object, name: str = "betas") -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"Invalid {name}: {value!r} (expected a pair (beta1, beta2))")
+    b1 = check_unit_interval(f"{name}[0]", value[0])
+    b2 = check_unit_interval(f"{name}[1]", value[1])
+    return b1, b2
+
+
+def check_int_at_least(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {minimum})")
+    if value < minimum:
+        raise ValueError(f"Invalid {name}: {value} (must be an integer >= {minimum})")
+    return value
+
+
+def check_no_sparse(optimizer_name: str, grads: Iterable[Tensor]) -> None:
+    for g in grads:
+        if g.is_sparse:
+            raise RuntimeError(
+                f"{optimizer_name} does not support sparse gradients; "
+                "use dense embeddings (sparse=False) or torch.optim.SparseAdam"
+            )
+
+
+def check_float_dtype(name: str, dtype: object) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(resolved, torch.dtype):
+            raise ValueError(f"Invalid {name}: {dtype!r} is not a torch dtype")
+        dtype = resolved
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"Invalid {name}: {dtype!r} (expected a floating-point torch.dtype)")
+    return dtype

@@ -1,0 +1,22 @@
+"""Training engine: ``train(TrainConfig(...), run_dir)`` writes a resumable run folder.
+
+See :mod:`tamegrad.train.trainer` for the run-folder layout and the design choices
+(gradient accumulation, metrics, resume, distributed).
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .schedule import create_scheduler, lr_factor
+from .trainer import NonFiniteLossError, resolve_device, train
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "create_scheduler",
+    "load_checkpoint",
+    "lr_factor",
+    "resolve_device",
+    "save_checkpoint",
+    "train",
+]

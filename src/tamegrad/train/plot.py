@@ -1,0 +1,251 @@
+"""Training-curve figures in the style of the paper: a 2x2 grid of panels.
+
+Panels are train loss, test loss, train accuracy and test accuracy against epoch; each label
+(optimizer) gets one curve, the mean over its seeds, with a shaded min-max band. Text runs
+(character-level language models) are drawn in bits per character when the metrics carry
+``*_bpc`` values or the dataset is a text corpus; panels without data say so instead of failing.
+
+``plot_runs`` accepts any mix of grid folders (with ``grid.json`` or ``<label>/seed<k>/``
+sub-folders), label folders (``<label>/seed<k>/``) and single run folders (``metrics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tamegrad.train.compare import GRID_FILE, read_metrics, slugify
+
+TEXT_DATASETS = frozenset({"tinyshakespeare"})
+_SEED_DIR = re.compile(r"^seed\d+$")
+
+
+@dataclass
+class _Group:
+    label: str
+    runs: list[list[dict[str, Any]]] = field(default_factory=list)
+    text: bool = False
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "metrics.jsonl").is_file() or (path / "config.json").is_file()
+
+
+def _dataset_of(run_dir: Path) -> str | None:
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(cfg, dict) and isinstance(cfg.get("dataset"), str):
+        return str(cfg["dataset"])
+    return None
+
+
+def _grid_labels(grid_dir: Path) -> dict[str, str]:
+    """slug -> label from ``grid.json`` (empty when absent)."""
+    try:
+        data = json.loads((grid_dir / GRID_FILE).read_text())
+        return {slugify(e["label"]): str(e["label"]) for e in data["entries"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def discover_runs(paths: Iterable[Path | str]) -> dict[str, list[Path]]:
+    """Map label -> run folders found under ``paths`` (order of first appearance)."""
+    found: dict[str, list[Path]] = {}
+
+    def add(label: str, run: Path) -> None:
+        runs = found.setdefault(label, [])
+        if run not in runs:
+            runs.append(run)
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a folder")
+        if _is_run_dir(path):
+            label = path.parent.name if _SEED_DIR.match(path.name) else path.name
+            add(label, path)
+            continue
+        seed_dirs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run_dir(p))
+        if seed_dirs and all(_SEED_DIR.match(p.name) for p in seed_dirs):
+            for run in seed_dirs:  # a label folder
+                add(path.name, run)
+            continue
+        labels = _grid_labels(path)
+        order = list(labels) + sorted(
+            p.name for p in path.iterdir() if p.is_dir() and p.name not in labels
+        )
+        for slug in order:
+            sub = path / slug
+            if not sub.is_dir():
+                continue
+            runs = sorted(p for p in sub.iterdir() if p.is_dir() and _is_run_dir(p))
+            for run in runs:
+                add(labels.get(slug, slug), run)
+    return found
+
+
+def _series(
+    runs: Sequence[list[dict[str, Any]]], key: str, scale: float
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Epochs, mean, min, max of ``key`` over runs (each epoch over the runs that have it)."""
+    by_epoch: dict[float, list[float]] = {}
+    for records in runs:
+        for i, rec in enumerate(records):
+            value = rec.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if not math.isfinite(float(value)):
+                continue
+            epoch = rec.get("epoch", i + 1)
+            by_epoch.setdefault(float(epoch), []).append(float(value) * scale)
+    epochs = sorted(by_epoch)
+    mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+    lo = [min(by_epoch[e]) for e in epochs]
+    hi = [max(by_epoch[e]) for e in epochs]
+    return epochs, mean, lo, hi
+
+
+def _has(groups: Sequence[_Group], key: str) -> bool:
+    return any(
+        isinstance(rec.get(key), (int, float)) for g in groups for run in g.runs for rec in run
+    )
+
+
+def _panel_spec(groups: Sequence[_Group], split: str, what: str) -> tuple[str, str, float] | None:
+    """``(metric key, y label, scale)`` for one panel, or None when no run has the metric."""
+    text = bool(groups) and all(g.text for g in groups)
+    if what == "loss":
+        if _has(groups, f"{split}_bpc"):
+            return f"{split}_bpc", f"{split} bits per char", 1.0
+        if _has(groups, f"{split}_loss"):
+            if text:
+                return f"{split}_loss", f"{split} bits per char", 1.0 / math.log(2.0)
+            return f"{split}_loss", f"{split} loss (cross-entropy)", 1.0
+        return None
+    key = f"{split}_acc"
+    if not _has(groups, key):
+        return None
+    vals = [
+        float(rec[key]) for g in groups for run in g.runs for rec in run
+        if isinstance(rec.get(key), (int, float))
+    ]
+    scale = 100.0 if vals and max(vals) <= 1.0 else 1.0
+    noun = "next-char accuracy" if text else "accuracy"
+    return key, f"{split} {noun} (%)", scale
+
+
+def plot_runs(
+    runs: Path | str | Sequence[Path | str],
+    out_png: Path | str,
+    title: str | None = None,
+    *,
+    band: str = "minmax",
+) -> Path:
+    """Draw the 2x2 training-curve figure for ``runs`` into ``out_png``; return its path.
+
+    ``runs`` is a grid folder, a run folder, or a list of either. ``band`` is ``"minmax"``
+    (shaded min-max over seeds) or ``"std"`` (mean ± sample std). Raises ``FileNotFoundError``
+    when no run with metrics is found.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    found = discover_runs(paths)
+    groups: list[_Group] = []
+    for label, dirs in found.items():
+        group = _Group(label)
+        for d in dirs:
+            records = read_metrics(d)
+            if records:
+                group.runs.append(records)
+            ds = _dataset_of(d)
+            group.text = group.text or (ds is not None and ds in TEXT_DATASETS)
+        if group.runs:
+            groups.append(group)
+    if not groups:
+        raise FileNotFoundError(
+            "no runs with metrics found in " + ", ".join(str(p) for p in paths)
+        )
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), sharex=True)
+    layout = [("train", "loss"), ("test", "loss"), ("train", "acc"), ("test", "acc")]
+    cmap = plt.get_cmap("tab10")
+    for ax, (split, what) in zip(axes.flat, layout):
+        spec = _panel_spec(groups, split, what)
+        if spec is None:
+            ax.text(0.5, 0.5, f"no {split} {'loss' if what == 'loss' else 'accuracy'} recorded",
+                    ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        key, ylabel, scale = spec
+        for gi, group in enumerate(groups):
+            epochs, mean, lo, hi = _series(group.runs, key, scale)
+            if not epochs:
+                continue
+            color = cmap(gi % 10)
+            n = len(group.runs)
+            ax.plot(epochs, mean, color=color, lw=1.6, marker="o" if len(epochs) < 4 else None,
+                    ms=3, label=f"{group.label} (n={n})")
+            if n > 1:
+                if band == "std":
+                    lo, hi = _std_band(group.runs, key, scale, epochs, mean)
+                ax.fill_between(epochs, lo, hi, color=color, alpha=0.18, lw=0)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if what == "loss" and _positive(groups, key):
+            ax.set_yscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    handles, labels = [], []
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        if h:
+            handles, labels = h, lab
+            break
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False,
+                   fontsize=9)
+    band_text = "min–max" if band == "minmax" else "±1 std"
+    fig.suptitle(title or f"mean over seeds, shaded {band_text}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _positive(groups: Sequence[_Group], key: str) -> bool:
+    vals = [rec.get(key) for g in groups for run in g.runs for rec in run]
+    nums = [float(v) for v in vals if isinstance(v, (int, float))]
+    return bool(nums) and min(nums) > 0 and max(nums) / min(nums) > 20
+
+
+def _std_band(
+    runs: Sequence[list[dict[str, Any]]], key: str, scale: float,
+    epochs: list[float], mean: list[float],
+) -> tuple[list[float], list[float]]:
+    by_epoch: dict[float, list[float]] = {}
+    for records in runs:
+        for i, rec in enumerate(records):
+            v = rec.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                by_epoch.setdefault(float(rec.get("epoch", i + 1)), []).append(float(v) * scale)
+    lo, hi = [], []
+    for e, m in zip(epochs, mean):
+        vals = by_epoch.get(e, [])
+        s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        lo.append(m - s)
+        hi.append(m + s)
+    return lo, hi

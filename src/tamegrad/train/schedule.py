@@ -1,0 +1,62 @@
+"""Learning-rate schedules: a ``LambdaLR`` stepped once per optimizer step.
+
+Every schedule is a function of the optimizer-step counter ``t`` (0-based: the lr used by the
+``t``-th update is ``base_lr * factor(t)``), so one scheduler type covers all of them and its
+``state_dict`` (essentially ``last_epoch`` = steps taken) is all a checkpoint needs:
+
+* ``"constant"``: factor 1.
+* ``"step"``: the paper's schedule, piecewise constant per *epoch*: x1 for epochs
+  ``e < 0.5 * epochs``, x0.1 for ``0.5 * epochs <= e < 0.75 * epochs``, x0.01 after
+  (``e = t // steps_per_epoch``, 0-based). With 200 epochs: x0.1 from epoch 100, x0.01 from 150.
+* ``"cosine"``: annealed per *step* (smoother than per epoch with few epochs):
+  ``0.5 * (1 + cos(pi * t / total_steps))``, from 1 at the first step towards 0 at the end; no
+  warm-up and no restarts.
+
+``steps_per_epoch`` must be the number of optimizer steps per epoch (micro-batches divided by
+``grad_accum``, rounded up); a schedule built with the wrong value drifts from the epoch grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from .config import SCHEDULES
+
+
+def lr_factor(schedule: str, step: int, *, epochs: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        epoch = step // steps_per_epoch
+        if 4 * epoch >= 3 * epochs:
+            return 0.01
+        if 2 * epoch >= epochs:
+            return 0.1
+        return 1.0
+    if schedule == "cosine":
+        total = epochs * steps_per_epoch
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def create_scheduler(
+    optimizer: Optimizer, schedule: str, *, epochs: int, steps_per_epoch: int
+) -> LambdaLR:
+    """A ``LambdaLR`` for ``schedule``; call ``.step()`` after every optimizer step."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ValueError(
+            f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
+        )
+
+    def factor(step: int) -> float:
+        return lr_factor(schedule, step, epochs=epochs, steps_per_epoch=steps_per_epoch)
+
+    fn: Callable[[int], float] = factor
+    return LambdaLR(optimizer, fn)

@@ -1,0 +1,215 @@
+"""Grid runner: skipping, resuming, claims shared by workers, result tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tamegrad.train import compare
+from tamegrad.train.compare import (
+    GridEntry,
+    entry_config,
+    load_grid,
+    run_dir_for,
+    run_grid,
+    slugify,
+    summarize,
+    try_claim,
+    write_grid,
+    write_results,
+)
+from tamegrad.train.config import TrainConfig
+
+ENTRIES = [
+    GridEntry("SGD", "sgd", 0.1, {"momentum": 0.9}),
+    GridEntry("TR SGD", "trsgd", 0.1, {"lambda_w": 0.01}, {"batch_size": 4}),
+]
+
+
+class FakeTrain:
+    """Stands in for ``train()``: records calls and writes the files a finished run has."""
+
+    def __init__(self, delay: float = 0.0, fail_labels: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[str, int, bool]] = []
+        self.delay = delay
+        self.fail_labels = fail_labels
+        self.lock = threading.Lock()
+
+    def __call__(self, config: TrainConfig, run_dir: Path, *, resume: bool = False,
+                 progress: bool | None = None) -> dict[str, Any]:
+        run_dir = Path(run_dir)
+        with self.lock:
+            self.calls.append((run_dir.parent.name, config.seed, resume))
+        time.sleep(self.delay)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+        if config.optimizer in self.fail_labels:
+            summary = {"status": "failed", "error": "loss is NaN"}
+            (run_dir / "summary.json").write_text(json.dumps(summary))
+            raise FloatingPointError("loss is NaN")
+        acc = 0.5 + 0.1 * config.seed
+        with open(run_dir / "metrics.jsonl", "w") as fh:
+            for epoch in (1, 2):
+                fh.write(json.dumps({"epoch": epoch, "step": 10 * epoch, "lr": config.lr,
+                                     "train_loss": 1.0 / epoch, "train_acc": acc,
+                                     "test_loss": 1.2 / epoch, "test_acc": acc,
+                                     "epoch_time": 0.1, "wall_time": 0.2 * epoch}) + "\n")
+        summary = {"status": "completed", "final_test_acc": acc, "best_test_acc": acc + 0.01,
+                   "final_train_loss": 0.5, "wall_time": 1.0 + config.seed, "epochs": 2}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+
+@pytest.fixture
+def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
+    fake = FakeTrain()
+    import tamegrad.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "train", fake)
+    return fake
+
+
+def test_slugify() -> None:
+    assert slugify("sgd:lr=0.1,momentum=0.9") == "sgd_lr-0.1_momentum-0.9"
+    assert slugify("TR SGD") == "TR_SGD"
+    assert slugify("///") == "run"
+
+
+def test_entry_config_applies_overrides() -> None:
+    base = TrainConfig(dataset="synthetic", lr=0.5, batch_size=8)
+    cfg = entry_config(base, ENTRIES[1], seed=3)
+    assert (cfg.optimizer, cfg.lr, cfg.seed, cfg.batch_size) == ("trsgd", 0.1, 3, 4)
+    assert cfg.optimizer_kwargs == {"lambda_w": 0.01}
+    assert entry_config(base, GridEntry("x", "adam"), 0).lr == 0.5  # lr=None keeps base lr
+    with pytest.raises(ValueError, match="unknown config override"):
+        entry_config(base, GridEntry("x", "sgd", overrides={"bogus": 1}), 0)
+
+
+def test_grid_file_roundtrip(tmp_path: Path) -> None:
+    base = TrainConfig(dataset="synthetic", epochs=2)
+    entries = [GridEntry("A", "adam", 1e-3, {"betas": (0.8, 0.9)})]
+    write_grid(tmp_path, base, entries, [0, 1])
+    base2, entries2, seeds2 = load_grid(tmp_path)
+    assert base2 == base and entries2 == entries and seeds2 == [0, 1]
+    assert isinstance(entries2[0].optimizer_kwargs["betas"], tuple)
+
+
+def test_run_grid_skips_completed_and_resumes(tmp_path: Path, fake_train: FakeTrain) -> None:
+    base = TrainConfig(dataset="synthetic", epochs=2)
+    records = run_grid(base, ENTRIES, [0, 1], tmp_path)
+    assert [r["action"] for r in records] == ["ran"] * 4
+    assert len(fake_train.calls) == 4
+    assert (tmp_path / "grid.json").is_file()
+    summary_file = run_dir_for(tmp_path, "SGD", 0) / "summary.json"
+    mtime = summary_file.stat().st_mtime_ns
+
+    # A run left "running" with a checkpoint is resumed; one without a summary restarts.
+    interrupted = run_dir_for(tmp_path, "TR SGD", 1)
+    (interrupted / "summary.json").write_text(json.dumps({"status": "running"}))
+    (interrupted / "checkpoints").mkdir()
+    (interrupted / "checkpoints" / "last.pt").write_bytes(b"x")
+    (run_dir_for(tmp_path, "SGD", 1) / "summary.json").unlink()
+
+    fake_train.calls.clear()
+    records = run_grid(base, ENTRIES, [0, 1], tmp_path)
+    actions = {(r["label"], r["seed"]): r["action"] for r in records}
+    assert actions == {("SGD", 0): "skipped", ("SGD", 1): "ran",
+                       ("TR SGD", 0): "skipped", ("TR SGD", 1): "resumed"}
+    assert sorted(fake_train.calls) == [("SGD", 1, False), ("TR_SGD", 1, True)]
+    assert summary_file.stat().st_mtime_ns == mtime
+    assert not list(tmp_path.rglob(".claim"))
+
+
+def test_failed_run_does_not_stop_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tamegrad.train.trainer as trainer
+
+    fake = FakeTrain(fail_labels=("sgd",))
+    monkeypatch.setattr(trainer, "train", fake)
+    base = TrainConfig(dataset="synthetic")
+    records = run_grid(base, ENTRIES, [0], tmp_path)
+    assert [r["action"] for r in records] == ["failed", "ran"]
+    # Failed runs are not retried by default, but are with retry_failed=True.
+    assert [r["action"] for r in run_grid(base, ENTRIES, [0], tmp_path)] == ["skipped"] * 2
+    records = run_grid(base, ENTRIES, [0], tmp_path, retry_failed=True)
+    assert [r["action"] for r in records] == ["failed", "skipped"]
+    text = write_results(tmp_path)
+    assert "SGD, seed 0: failed: loss is NaN" in text
+
+
+def test_two_workers_run_each_cell_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tamegrad.train.trainer as trainer
+
+    fake = FakeTrain(delay=0.05)
+    monkeypatch.setattr(trainer, "train", fake)
+    base = TrainConfig(dataset="synthetic")
+    seeds = [0, 1, 2]
+    results: dict[int, list[dict[str, Any]]] = {}
+
+    def work(k: int) -> None:
+        results[k] = run_grid(base, ENTRIES, seeds, tmp_path, worker=k, num_workers=2)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cells = [(label, seed) for label, seed, _ in fake.calls]
+    assert sorted(cells) == sorted({(slugify(e.label), s) for e in ENTRIES for s in seeds})
+    assert len(cells) == len(set(cells)) == 6
+    ran = {k: sum(r["action"] == "ran" for r in results[k]) for k in (0, 1)}
+    assert ran[0] + ran[1] == 6 and ran[0] >= 1 and ran[1] >= 1
+
+
+def test_claims_live_and_stale(tmp_path: Path) -> None:
+    run_dir = tmp_path / "a" / "seed0"
+    run_dir.mkdir(parents=True)
+    claim = run_dir / compare.CLAIM_FILE
+    # A live foreign process holds the claim -> refused.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        claim.write_text(json.dumps({"pid": sleeper.pid, "host": compare._HOST}))
+        assert not try_claim(run_dir, tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The same claim is stale once the process is gone -> taken over.
+    assert try_claim(run_dir, tmp_path)
+    assert json.loads(claim.read_text())["pid"] != sleeper.pid
+    compare.release_claim(run_dir)
+    assert not claim.exists()
+
+
+def test_summarize_mean_std_and_missing(tmp_path: Path, fake_train: FakeTrain) -> None:
+    base = TrainConfig(dataset="synthetic")
+    run_grid(base, ENTRIES[:1], [0, 1, 2], tmp_path)
+    # Seed 3 added to the grid but never run, seed 2 left half-way.
+    write_grid(tmp_path, base, ENTRIES, [0, 1, 2, 3])
+    (run_dir_for(tmp_path, "SGD", 2) / "summary.json").write_text('{"status": "running"}')
+    rows = summarize(tmp_path)
+    sgd, tr = rows
+    assert sgd["n"] == 2 and sgd["completed_seeds"] == [0, 1]
+    assert sgd["final_test_acc_mean"] == pytest.approx(0.55)
+    assert sgd["final_test_acc_std"] == pytest.approx(0.0707106781)  # sample std
+    assert sgd["wall_time_mean"] == pytest.approx(1.5)
+    assert [m["seed"] for m in sgd["missing"]] == [2, 3]
+    assert tr["n"] == 0 and tr["final_test_acc_mean"] is None
+    text = write_results(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert text == md
+    assert "| SGD | 2/4 | 55.00 ± 7.07 |" in md
+    assert "SGD, seed 2: unfinished" in md and "TR SGD, seed 0: not started" in md
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["label"] for r in data["rows"]] == ["SGD", "TR SGD"]
+
+
+def test_duplicate_slugs_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="same folder"):
+        run_grid(TrainConfig(), [GridEntry("a b", "sgd"), GridEntry("a_b", "sgd")], [0],
+                 tmp_path)
