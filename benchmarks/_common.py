@@ -80,7 +80,9 @@ def interleaved_ratio(
     tb: list[float] = []
     for r in range(reps):
         # alternate which goes first so neither always runs on a cache warmed by the other
-        order = ((candidate, tc), (baseline, tb)) if r % 2 == 0 else ((baseline, tb), (candidate, tc))
+        order = (
+            ((candidate, tc), (baseline, tb)) if r % 2 == 0 else ((baseline, tb), (candidate, tc))
+        )
         for fn, sink in order:
             t0 = time.perf_counter()
             fn()

@@ -21,36 +21,75 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _common import (  # noqa: E402
+from tamegrad.optim import TRSGD, TRAdam, TrajectoryRegularized
+
+from _common import (
     interleaved_ratio,
     make_params,
     resnet18_param_shapes,
     state_bytes,
 )
 
-from tamegrad.optim import TRSGD, TRAdam, TrajectoryRegularized  # noqa: E402
-
 WD = 1e-4
 
 
 def _cases() -> list[tuple[str, Callable, Callable, float]]:
-    sgd = lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=WD, foreach=True)  # noqa: E731
-    adam = lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=WD, foreach=True)  # noqa: E731
+    sgd = lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=WD, foreach=True)
+    adam = lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=WD, foreach=True)
     return [
-        ("TRSGD / SGD", lambda ps: TRSGD(ps, lr=0.1, lambda_w=0.01, momentum=0.9,
-                                          weight_decay=WD, foreach=True), sgd, 1.25),
-        ("TRSGD bf16 anchor / SGD", lambda ps: TRSGD(ps, lr=0.1, lambda_w=0.01, momentum=0.9,
-                                                     weight_decay=WD, foreach=True,
-                                                     anchor_dtype=torch.bfloat16), sgd, 1.25),
-        ("TR(SGD) wrapper / SGD", lambda ps: TrajectoryRegularized(sgd(ps), lambda_w=0.01), sgd,
-         float("nan")),
-        ("TRAdam / Adam", lambda ps: TRAdam(ps, lr=1e-3, lambda_w=1e-4, weight_decay=WD,
-                                            foreach=True), adam, 1.15),
-        ("TRAdam bf16 anchor / Adam", lambda ps: TRAdam(ps, lr=1e-3, lambda_w=1e-4,
-                                                        weight_decay=WD, foreach=True,
-                                                        anchor_dtype=torch.bfloat16), adam, 1.15),
-        ("TR(Adam) wrapper / Adam", lambda ps: TrajectoryRegularized(adam(ps), lambda_w=1e-4),
-         adam, float("nan")),
+        (
+            "TRSGD / SGD",
+            lambda ps: TRSGD(
+                ps, lr=0.1, lambda_w=0.01, momentum=0.9, weight_decay=WD, foreach=True
+            ),
+            sgd,
+            1.25,
+        ),
+        (
+            "TRSGD bf16 anchor / SGD",
+            lambda ps: TRSGD(
+                ps,
+                lr=0.1,
+                lambda_w=0.01,
+                momentum=0.9,
+                weight_decay=WD,
+                foreach=True,
+                anchor_dtype=torch.bfloat16,
+            ),
+            sgd,
+            1.25,
+        ),
+        (
+            "TR(SGD) wrapper / SGD",
+            lambda ps: TrajectoryRegularized(sgd(ps), lambda_w=0.01),
+            sgd,
+            float("nan"),
+        ),
+        (
+            "TRAdam / Adam",
+            lambda ps: TRAdam(ps, lr=1e-3, lambda_w=1e-4, weight_decay=WD, foreach=True),
+            adam,
+            1.15,
+        ),
+        (
+            "TRAdam bf16 anchor / Adam",
+            lambda ps: TRAdam(
+                ps,
+                lr=1e-3,
+                lambda_w=1e-4,
+                weight_decay=WD,
+                foreach=True,
+                anchor_dtype=torch.bfloat16,
+            ),
+            adam,
+            1.15,
+        ),
+        (
+            "TR(Adam) wrapper / Adam",
+            lambda ps: TrajectoryRegularized(adam(ps), lambda_w=1e-4),
+            adam,
+            float("nan"),
+        ),
     ]
 
 
@@ -64,11 +103,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shapes = resnet18_param_shapes(width=args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
-    print(f"# optimizer step: ResNet-18 shapes, {n / 1e6:.2f}M params, torch {torch.__version__}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}, {args.reps} reps")
+    print(
+        f"# optimizer step: ResNet-18 shapes, {n / 1e6:.2f}M params, torch {torch.__version__}, "
+        f"{args.threads} threads, {platform.processor() or platform.machine()}, {args.reps} reps"
+    )
     print()
-    print("| candidate / baseline | candidate ms | baseline ms | median ratio | target "
-          "| candidate state MB | baseline state MB |")
+    print(
+        "| candidate / baseline | candidate ms | baseline ms | median ratio | target "
+        "| candidate state MB | baseline state MB |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, make_c, make_b, target in _cases():
         if args.only and args.only not in name:
@@ -77,8 +120,10 @@ def main() -> None:
         opt_c, opt_b = make_c(pc), make_b(pb)
         tc, tb, ratio = interleaved_ratio(opt_c.step, opt_b.step, args.reps)
         tgt = "-" if target != target else f"<= {target:.2f}"
-        print(f"| {name} | {tc * 1e3:.1f} | {tb * 1e3:.1f} | {ratio:.3f} | {tgt} "
-              f"| {state_bytes(opt_c) / 2**20:.1f} | {state_bytes(opt_b) / 2**20:.1f} |")
+        print(
+            f"| {name} | {tc * 1e3:.1f} | {tb * 1e3:.1f} | {ratio:.3f} | {tgt} "
+            f"| {state_bytes(opt_c) / 2**20:.1f} | {state_bytes(opt_b) / 2**20:.1f} |"
+        )
         del pc, pb, opt_c, opt_b
 
 

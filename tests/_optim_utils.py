@@ -11,7 +11,9 @@ from torch.optim import Optimizer
 MakeOpt = Callable[[list[torch.Tensor]], Optimizer]
 
 
-def make_params(seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> list[torch.Tensor]:
+def make_params(
+    seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     shapes = [(5, 3), (7,), (2, 2, 3)]
     return [torch.randn(s, generator=g, dtype=dtype).to(device).requires_grad_() for s in shapes]
@@ -34,7 +36,9 @@ def run_steps(opt: Optimizer, params: list[torch.Tensor], start: int, stop: int)
         opt.step()
 
 
-def trajectory(make: MakeOpt, steps: int = 25, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+def trajectory(
+    make: MakeOpt, steps: int = 25, seed: int = 0, device: str = "cpu"
+) -> list[torch.Tensor]:
     params = make_params(seed, device=device)
     opt = make(params)
     run_steps(opt, params, 0, steps)

@@ -181,16 +181,20 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert png.stat().st_size > 10_000
 
 
-def test_two_worker_processes_share_a_grid(tmp_path: Path) -> None:
+def test_two_worker_processes_share_a_grid(tmp_path: Path,
+                                           capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "grid"
     assert main(["compare", *TINY, "--epochs", "1", "--optimizers", "sgd:lr=0.1", "adam:lr=1e-3",
                  "--seeds", "0", "1", "--out", str(out), "--workers", "2", "--no-plot"]) == 0
+    err = capfd.readouterr().err  # both worker processes log to the inherited stderr
     _, entries, seeds = load_grid(out)
     for e in entries:
         for s in seeds:
+            assert err.count(f"running {e.label} seed {s} ->") == 1, err
             run = run_dir_for(out, e.label, s)
             assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-            epochs = [json.loads(line)["epoch"] for line in open(run / "metrics.jsonl")]
+            lines = (run / "metrics.jsonl").read_text().splitlines()
+            epochs = [json.loads(line)["epoch"] for line in lines]
             assert epochs == [1]  # trained exactly once
     assert not list(out.rglob(".claim"))
 

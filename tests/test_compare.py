@@ -122,7 +122,7 @@ def test_run_grid_skips_completed_and_resumes(tmp_path: Path, fake_train: FakeTr
     actions = {(r["label"], r["seed"]): r["action"] for r in records}
     assert actions == {("SGD", 0): "skipped", ("SGD", 1): "ran",
                        ("TR SGD", 0): "skipped", ("TR SGD", 1): "resumed"}
-    assert sorted(fake_train.calls) == [("SGD", 1, False), ("TR_SGD", 1, True)]
+    assert sorted(fake_train.calls) == [("SGD", 1, True), ("TR_SGD", 1, True)]
     assert summary_file.stat().st_mtime_ns == mtime
     assert not list(tmp_path.rglob(".claim"))
 

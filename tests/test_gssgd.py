@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +32,10 @@ def make_params(
 def noisy_grads(params: list[torch.Tensor], t: int) -> list[torch.Tensor]:
     """Gradient of 0.5*||w||^2 + <noise_t, w>: depends on w, noisy like a batch-size-1 gradient."""
     g = torch.Generator().manual_seed(1000 + t)
-    return [p.detach() + torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
-            for p in params]
+    return [
+        p.detach() + torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
+        for p in params
+    ]
 
 
 def run(opt: torch.optim.Optimizer, params: list[torch.Tensor], start: int, stop: int) -> None:
@@ -345,7 +348,7 @@ def test_momentum_persists_across_steps() -> None:
         torch.testing.assert_close(opt.state[w]["exp_avg"], m1 * b1**k, rtol=1e-12, atol=0)
         positions.append(w.clone())
     # with zero gradients the decaying momentum still moves w by ~lr*sign(m) every step
-    for a, b in zip(positions, positions[1:]):
+    for a, b in itertools.pairwise(positions):
         torch.testing.assert_close(b - a, -0.1 * m1.sign(), rtol=1e-6, atol=0)
 
 

@@ -6,6 +6,9 @@ import copy
 
 import pytest
 import torch
+
+from tamegrad.optim import TRSGD, TRAdam, TRAdamW, TrajectoryRegularized, create
+
 from _optim_utils import (
     make_params,
     max_abs_diff,
@@ -15,8 +18,6 @@ from _optim_utils import (
     trajectory,
 )
 
-from tamegrad.optim import TRSGD, TRAdam, TRAdamW, TrajectoryRegularized, create
-
 CUDA = torch.cuda.is_available()
 
 # Every TR flavour, by name, as a factory over a param list (foreach chosen by the caller).
@@ -25,9 +26,7 @@ TR_FACTORIES = {
     "trsgd-nesterov": lambda ps, fe: TRSGD(
         ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, foreach=fe
     ),
-    "trsgd-dampening": lambda ps, fe: TRSGD(
-        ps, lr=0.05, momentum=0.8, dampening=0.3, foreach=fe
-    ),
+    "trsgd-dampening": lambda ps, fe: TRSGD(ps, lr=0.05, momentum=0.8, dampening=0.3, foreach=fe),
     "trsgd-plain": lambda ps, fe: TRSGD(ps, lr=0.05, foreach=fe),
     "trsgd-bf16": lambda ps, fe: TRSGD(
         ps, lr=0.05, momentum=0.9, anchor_dtype=torch.bfloat16, foreach=fe
@@ -54,27 +53,46 @@ TR_FACTORIES = {
     "ours, theirs",
     [
         (
-            lambda ps, fe: TRSGD(ps, lr=0.05, lambda_w=0, inner_decay=False, momentum=0.9,
-                                 dampening=0.1, weight_decay=1e-2, foreach=fe),
-            lambda ps, fe: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.1,
-                                           weight_decay=1e-2, foreach=fe),
+            lambda ps, fe: TRSGD(
+                ps,
+                lr=0.05,
+                lambda_w=0,
+                inner_decay=False,
+                momentum=0.9,
+                dampening=0.1,
+                weight_decay=1e-2,
+                foreach=fe,
+            ),
+            lambda ps, fe: torch.optim.SGD(
+                ps, lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2, foreach=fe
+            ),
         ),
         (
-            lambda ps, fe: TRSGD(ps, lr=0.05, lambda_w=0, inner_decay=False, momentum=0.9,
-                                 nesterov=True, maximize=True, foreach=fe),
-            lambda ps, fe: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
-                                           maximize=True, foreach=fe),
+            lambda ps, fe: TRSGD(
+                ps,
+                lr=0.05,
+                lambda_w=0,
+                inner_decay=False,
+                momentum=0.9,
+                nesterov=True,
+                maximize=True,
+                foreach=fe,
+            ),
+            lambda ps, fe: torch.optim.SGD(
+                ps, lr=0.05, momentum=0.9, nesterov=True, maximize=True, foreach=fe
+            ),
         ),
         (
-            lambda ps, fe: TRAdam(ps, lr=0.02, lambda_w=0, inner_decay=False,
-                                  weight_decay=1e-2, foreach=fe),
+            lambda ps, fe: TRAdam(
+                ps, lr=0.02, lambda_w=0, inner_decay=False, weight_decay=1e-2, foreach=fe
+            ),
             lambda ps, fe: torch.optim.Adam(ps, lr=0.02, weight_decay=1e-2, foreach=fe),
         ),
         (
-            lambda ps, fe: TRAdamW(ps, lr=0.02, lambda_w=0, inner_decay=False, amsgrad=True,
-                                   maximize=True, foreach=fe),
-            lambda ps, fe: torch.optim.AdamW(ps, lr=0.02, amsgrad=True, maximize=True,
-                                             foreach=fe),
+            lambda ps, fe: TRAdamW(
+                ps, lr=0.02, lambda_w=0, inner_decay=False, amsgrad=True, maximize=True, foreach=fe
+            ),
+            lambda ps, fe: torch.optim.AdamW(ps, lr=0.02, amsgrad=True, maximize=True, foreach=fe),
         ),
     ],
     ids=["sgd", "sgd-nesterov-max", "adam", "adamw-amsgrad-max"],
@@ -92,10 +110,20 @@ def test_zero_penalty_without_inner_decay_is_the_base_optimizer(ours, theirs, fo
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_one_inner_step_is_the_base_optimizer(foreach):
-    a = trajectory(lambda ps: TRSGD(ps, lr=0.05, lambda_w=0.5, inner_steps=1, momentum=0.9,
-                                    weight_decay=1e-2, foreach=foreach))
-    b = trajectory(lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2,
-                                              foreach=foreach))
+    a = trajectory(
+        lambda ps: TRSGD(
+            ps,
+            lr=0.05,
+            lambda_w=0.5,
+            inner_steps=1,
+            momentum=0.9,
+            weight_decay=1e-2,
+            foreach=foreach,
+        )
+    )
+    b = trajectory(
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2, foreach=foreach)
+    )
     # TRSGD's foreach path accumulates the momentum buffer in another order than torch's
     assert max_abs_diff(a, b) <= (1e-6 if foreach else 0.0)
     a = trajectory(lambda ps: TRAdam(ps, lr=0.02, lambda_w=0.5, inner_steps=1, foreach=foreach))
@@ -103,8 +131,9 @@ def test_one_inner_step_is_the_base_optimizer(foreach):
     assert max_abs_diff(a, b) == 0.0
 
 
-def _hand_trsgd(w0: float, noise: list[float], lr: float, lam_w: float, S: int, mu: float,
-                wd: float) -> list[float]:
+def _hand_trsgd(
+    w0: float, noise: list[float], lr: float, lam_w: float, S: int, mu: float, wd: float
+) -> list[float]:
     """The spec in plain Python floats: f(w) = 0.5 w^2 + n_t w, so g_t = w + n_t."""
     w, buf, anchor, out = w0, 0.0, w0, []
     for t, n in enumerate(noise):
@@ -124,8 +153,15 @@ def test_first_cycles_match_a_hand_computed_trajectory(foreach, momentum):
     noise = [0.3, -1.2, 0.7, 2.0, -0.4, 0.1, -0.9, 0.5, 1.1]  # two cycles of S = 4, and one more
     lr, lam_w, S, wd = 0.2, 0.05, 4, 0.01
     w = torch.tensor([1.5], dtype=torch.float64, requires_grad=True)
-    opt = TRSGD([w], lr=lr, lambda_w=lam_w, inner_steps=S, momentum=momentum,
-                weight_decay=wd, foreach=foreach)
+    opt = TRSGD(
+        [w],
+        lr=lr,
+        lambda_w=lam_w,
+        inner_steps=S,
+        momentum=momentum,
+        weight_decay=wd,
+        foreach=foreach,
+    )
     ours = []
     for n in noise:
         opt.zero_grad()
@@ -172,18 +208,32 @@ def test_paths_agree_on_cuda(name):
 @pytest.mark.parametrize("foreach", [False, True])
 def test_wrapper_equals_standalone(foreach):
     pairs = [
-        (lambda ps: TRSGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2, foreach=foreach),
-         lambda ps: TrajectoryRegularized(torch.optim.SGD(
-             ps, lr=0.05, momentum=0.9, weight_decay=1e-2, foreach=foreach), foreach=foreach)),
-        (lambda ps: TRAdam(ps, lr=0.02, weight_decay=1e-2, foreach=foreach),
-         lambda ps: TrajectoryRegularized(torch.optim.Adam(
-             ps, lr=0.02, weight_decay=1e-2, foreach=foreach), foreach=foreach)),
-        (lambda ps: TRAdamW(ps, lr=0.02, foreach=foreach),
-         lambda ps: TrajectoryRegularized(torch.optim.AdamW(ps, lr=0.02, foreach=foreach),
-                                          foreach=foreach)),
-        (lambda ps: TRSGD(ps, lr=0.05, momentum=0.9, maximize=True, foreach=foreach),
-         lambda ps: TrajectoryRegularized(torch.optim.SGD(
-             ps, lr=0.05, momentum=0.9, maximize=True, foreach=foreach), foreach=foreach)),
+        (
+            lambda ps: TRSGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2, foreach=foreach),
+            lambda ps: TrajectoryRegularized(
+                torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2, foreach=foreach),
+                foreach=foreach,
+            ),
+        ),
+        (
+            lambda ps: TRAdam(ps, lr=0.02, weight_decay=1e-2, foreach=foreach),
+            lambda ps: TrajectoryRegularized(
+                torch.optim.Adam(ps, lr=0.02, weight_decay=1e-2, foreach=foreach), foreach=foreach
+            ),
+        ),
+        (
+            lambda ps: TRAdamW(ps, lr=0.02, foreach=foreach),
+            lambda ps: TrajectoryRegularized(
+                torch.optim.AdamW(ps, lr=0.02, foreach=foreach), foreach=foreach
+            ),
+        ),
+        (
+            lambda ps: TRSGD(ps, lr=0.05, momentum=0.9, maximize=True, foreach=foreach),
+            lambda ps: TrajectoryRegularized(
+                torch.optim.SGD(ps, lr=0.05, momentum=0.9, maximize=True, foreach=foreach),
+                foreach=foreach,
+            ),
+        ),
     ]
     for ours, wrapped in pairs:
         a, b = trajectory(ours), trajectory(wrapped)
@@ -324,8 +374,7 @@ def test_lr_zero_group_does_not_move(name):
 
 def test_param_groups_have_their_own_hyperparameters():
     a, b = make_params(1), make_params(2)
-    opt = TRSGD([{"params": a}, {"params": b, "lr": 0.01, "inner_steps": 3}], lr=0.1,
-                momentum=0.9)
+    opt = TRSGD([{"params": a}, {"params": b, "lr": 0.01, "inner_steps": 3}], lr=0.1, momentum=0.9)
     assert opt.param_groups[0]["lambda_w"] == pytest.approx(0.01)
     assert opt.param_groups[1]["lambda_w"] == pytest.approx(0.001)  # 0.1 * its own lr
     run_steps(opt, a + b, 0, 5)
@@ -472,10 +521,13 @@ def _quadratic_final_loss(make, steps: int = 600, seed: int = 0) -> float:
 @pytest.mark.parametrize("lr, momentum", [(0.05, 0.0), (0.01, 0.9)])
 def test_trsgd_beats_sgd_on_a_noisy_quadratic_at_the_same_lr(lr, momentum):
     seeds = range(5)
-    sgd = [_quadratic_final_loss(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=momentum), seed=s)
-           for s in seeds]
-    trsgd = [_quadratic_final_loss(lambda ps: TRSGD(ps, lr=lr, momentum=momentum), seed=s)
-             for s in seeds]
+    sgd = [
+        _quadratic_final_loss(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=momentum), seed=s)
+        for s in seeds
+    ]
+    trsgd = [
+        _quadratic_final_loss(lambda ps: TRSGD(ps, lr=lr, momentum=momentum), seed=s) for s in seeds
+    ]
     assert sum(trsgd) / len(trsgd) < 0.7 * sum(sgd) / len(sgd)
 
 
@@ -500,3 +552,22 @@ def test_tiny_mlp_loss_halves(name, lr):
         with torch.no_grad():
             losses.append(float(torch.nn.functional.cross_entropy(model(x), y)))
     assert losses[-1] < 0.5 * initial
+
+
+def test_momentum_schedule_and_path_switch_keep_torch_semantics():
+    """The foreach path stores a rescaled buffer; changing momentum mid-run (OneCycle-style) or
+    switching foreach on/off must still follow torch's heavy-ball recursion."""
+
+    def run(foreach_by_step):
+        params = make_params()
+        opt = TRSGD(params, lr=0.05, momentum=0.9, dampening=0.1)
+        for t in range(24):
+            group = opt.param_groups[0]
+            group["momentum"] = 0.8 + 0.15 * ((t % 5) / 4)
+            group["foreach"] = foreach_by_step(t)
+            run_steps(opt, params, t, t + 1)
+        return [p.detach().clone() for p in params]
+
+    reference = run(lambda t: False)
+    for schedule in (lambda t: True, lambda t: t % 3 == 0):
+        assert max_abs_diff(run(schedule), reference) <= 1e-6

@@ -338,26 +338,13 @@ def _progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-_DATA_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError,)
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of ``train()`` that mean bad input (exit 2), not a failed run."""
+    from tamegrad.data import DatasetCorruptError, DatasetNotFoundError
+    from tamegrad.train.checkpoint import CheckpointError
 
-
-def _data_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from tamegrad.data import DatasetCorruptError, DatasetNotFoundError
-    except ImportError:  # pragma: no cover
-        return _DATA_ERRORS
-    return (*_DATA_ERRORS, DatasetNotFoundError, DatasetCorruptError)
-
-
-def _checkpoint_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from tamegrad.train import checkpoint as ckpt
-    except ImportError:  # pragma: no cover
-        return ()
-    return tuple(
-        obj for obj in vars(ckpt).values()
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == ckpt.__name__
-    )
+    return (FileNotFoundError, FileExistsError, DatasetNotFoundError, DatasetCorruptError,
+            CheckpointError, ValueError)
 
 
 def _check_checkpoint(run_dir: Path) -> None:
@@ -383,14 +370,8 @@ def _call_train(config: TrainConfig, run_dir: Path, *, resume: bool) -> dict[str
 
     try:
         result = train(config, run_dir, resume=resume, progress=_progress_enabled())
-    except _data_errors() as exc:
+    except _input_errors() as exc:  # missing data, corrupt checkpoint, bad hyper-parameters
         raise CLIError(str(exc)) from exc
-    except _checkpoint_errors() as exc:
-        raise CLIError(f"cannot resume from {run_dir}: {exc}") from exc
-    except ValueError as exc:  # invalid hyper-parameters / config
-        raise CLIError(str(exc)) from exc
-    except (KeyboardInterrupt, CLIError):
-        raise
     except Exception as exc:
         raise RunFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
     return result if isinstance(result, dict) else {}

@@ -16,8 +16,8 @@ import torch
 from torch.optim import Optimizer
 
 from .registry import create, describe, list_optimizers, register
-from .trajectory import LAMBDA_W_LR_RATIO
 from .tradam import TRAdam, TRAdamW
+from .trajectory import LAMBDA_W_LR_RATIO
 from .trsgd import TRSGD
 from .wrapper import Lookahead, TrajectoryRegularized, WrappedOptimizer
 

@@ -91,7 +91,13 @@ class TROptimizer(Optimizer):
                 anchors = tr.gather_anchors(self.state, group, params, foreach)
             if params:
                 self._update(
-                    group, params, grads, anchors, tr.step_lr(group), coef, foreach  # type: ignore[arg-type]
+                    group,
+                    params,
+                    grads,
+                    anchors,
+                    tr.step_lr(group),
+                    coef,
+                    foreach,  # type: ignore[arg-type]
                 )
             tr.advance(group)
         return loss

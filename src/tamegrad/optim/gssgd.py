@@ -177,9 +177,7 @@ class GeneralizedSignSGD(Optimizer):
             exp_avgs: list[Tensor] = []
             exp_avg_sqs: list[Tensor] = []
             state_steps: list[Tensor] = []
-            has_complex = self._init_group(
-                group, params, grads, exp_avgs, exp_avg_sqs, state_steps
-            )
+            has_complex = self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
             beta1, beta2 = group["betas"]
             gssgd(
                 params,
@@ -417,4 +415,3 @@ def register_all(register: Callable[..., Any]) -> None:
         "SignSGD: lr * sign(grad) (GeneralizedSignSGD, betas=(0, 0)).",
         betas=(0.0, 0.0),
     )
-

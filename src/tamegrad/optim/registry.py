@@ -28,10 +28,8 @@ class OptimizerSpec:
 _REGISTRY: dict[str, OptimizerSpec] = {}
 
 
-def register(
-    name: str, factory: Factory, description: str, **defaults: Any
-) -> Factory:
-    """Register ``factory`` under ``name`` (lower-case). ``defaults`` are applied before user args."""
+def register(name: str, factory: Factory, description: str, **defaults: Any) -> Factory:
+    """Register ``factory`` under lower-case ``name``; ``defaults`` go before user args."""
     key = name.lower()
     if key in _REGISTRY:
         raise ValueError(f"optimizer {name!r} is already registered")
@@ -47,9 +45,7 @@ def list_optimizers() -> list[str]:
 def describe(name: str) -> OptimizerSpec:
     key = name.lower()
     if key not in _REGISTRY:
-        raise ValueError(
-            f"Unknown optimizer {name!r}. Valid names: {', '.join(list_optimizers())}"
-        )
+        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(list_optimizers())}")
     return _REGISTRY[key]
 
 

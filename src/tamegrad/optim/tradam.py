@@ -10,6 +10,7 @@ from torch.optim import Optimizer
 
 from ._tr_base import TROptimizer
 from ._validation import check_betas, check_nonnegative
+from .trajectory import folded_directions
 
 __all__ = ["TRAdam", "TRAdamW", "tradam"]
 
@@ -277,7 +278,6 @@ def _multi_tensor_tradam(
     grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
     # The penalty is folded into the coupled weight-decay term: one pass over w, one over a.
     coupled_wd = 0.0 if decoupled_weight_decay else weight_decay
-    c_param = coupled_wd + coef
     for tensors, _ in grouped.values():
         dev_params: list[Tensor] = tensors[0]  # type: ignore[assignment]
         dev_grads: list[Tensor] = tensors[1]  # type: ignore[assignment]
@@ -292,16 +292,7 @@ def _multi_tensor_tradam(
         else:
             torch._foreach_add_(dev_steps, 1)
 
-        if maximize:
-            d = torch._foreach_neg(dev_grads)
-            if c_param != 0.0:
-                torch._foreach_add_(d, dev_params, alpha=c_param)
-        elif c_param != 0.0:
-            d = torch._foreach_add(dev_grads, dev_params, alpha=c_param)
-        else:
-            d = list(dev_grads)  # read-only below
-        if coef != 0.0:
-            torch._foreach_add_(d, dev_anchors, alpha=-coef)
+        d = folded_directions(dev_params, dev_grads, dev_anchors, coef, coupled_wd, maximize)
         if decoupled_weight_decay and weight_decay != 0:
             torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
 

@@ -143,6 +143,32 @@ def add_penalty_(
         for d, p, a in zip(directions, params, anchors):
             d.add_(p.sub(a), alpha=coef)
 
+def folded_directions(
+    params: list[Tensor],
+    grads: list[Tensor],
+    anchors: list[Tensor],
+    coef: float,
+    weight_decay: float,
+    maximize: bool,
+) -> list[Tensor]:
+    """``d = ±g + (wd + coef) w - coef a`` with the penalty folded into the weight-decay term.
+
+    Returns the gradient tensors themselves (not copies) when there is nothing to add: callers
+    must treat the result as read-only unless ``coef``, ``weight_decay`` or ``maximize`` is set.
+    """
+    c_param = weight_decay + coef
+    if maximize:
+        d = list(torch._foreach_neg(grads))
+        if c_param != 0.0:
+            torch._foreach_add_(d, params, alpha=c_param)
+    elif c_param != 0.0:
+        d = list(torch._foreach_add(grads, params, alpha=c_param))
+    else:
+        d = list(grads)
+    if coef != 0.0:
+        torch._foreach_add_(d, anchors, alpha=-coef)
+    return d
+
 
 def check_lr_is_float(name: str, group: dict[str, Any]) -> None:
     if isinstance(group["lr"], Tensor):

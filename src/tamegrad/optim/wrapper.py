@@ -55,9 +55,7 @@ class WrappedOptimizer(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         index = {id(p): i for i, p in enumerate(self._param_list())}
-        extra = {
-            index[id(p)]: dict(st) for p, st in self.state.items() if id(p) in index and st
-        }
+        extra = {index[id(p)]: dict(st) for p, st in self.state.items() if id(p) in index and st}
         return {"optimizer": self.optimizer.state_dict(), "wrapper_state": extra}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]

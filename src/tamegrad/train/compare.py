@@ -7,7 +7,10 @@ A grid is a list of :class:`GridEntry` (an optimizer with its hyper-parameters a
 
 * A cell whose ``summary.json`` says ``"completed"`` is skipped, so rerunning a grid is cheap.
 * A cell left ``"running"`` (or without a summary) is resumed from ``checkpoints/last.pt`` when it
-  exists, otherwise restarted.
+  exists, otherwise restarted (``train(..., resume=True)`` in both cases; the trainer refuses to
+  resume with a config that differs from the checkpointed one, which fails that cell). Failed
+  cells are kept as failed unless ``retry_failed=True`` (then they resume from their last good
+  checkpoint).
 * Several processes can share one grid (``worker``/``num_workers``): every cell is claimed with an
   atomic ``O_CREAT | O_EXCL`` claim file holding the claimant's host and PID, so no two workers run
   the same cell; a claim left by a dead process is broken (under a short ``flock``) and re-taken.
@@ -28,6 +31,7 @@ import os
 import re
 import socket
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -186,12 +190,18 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` via a unique temp file + ``os.replace`` (never torn)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # ----------------------------------------------------------------------------- grid file
@@ -210,7 +220,11 @@ def write_grid(
         "seeds": [int(s) for s in seeds],
     }
     path = out_dir / GRID_FILE
-    _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    text = json.dumps(payload, indent=2) + "\n"
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return path  # unchanged (e.g. a worker re-reading the grid it continues)
+    _atomic_write_text(path, text)
     return path
 
 
@@ -378,24 +392,6 @@ def _checkpoint_exists(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.pt").is_file()
 
 
-def _warn_config_drift(run_dir: Path, config: TrainConfig) -> None:
-    path = run_dir / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(saved, dict):
-        return
-    wanted = config_to_dict(config)
-    diff = sorted(k for k in wanted if k in saved and saved[k] != wanted[k])
-    if diff:
-        log.warning(
-            "%s was started with a different config (%s); keeping the run as it is",
-            run_dir,
-            ", ".join(diff),
-        )
-
-
 def run_grid(
     base_config: TrainConfig,
     entries: Sequence[GridEntry],
@@ -452,13 +448,13 @@ def run_grid(
             if status == "completed" or (status == "failed" and not retry_failed):
                 records.append({**record, "action": "skipped", "summary": summary})
                 continue
-            resume = _checkpoint_exists(run_dir) and status != "failed"
-            if resume:
-                _warn_config_drift(run_dir, config)
+            # resume=True also starts from scratch when there is no checkpoint yet (and keeps
+            # train() from refusing a folder that a killed run left half-written).
+            resume = _checkpoint_exists(run_dir)
             log.info("%s %s seed %d -> %s", "resuming" if resume else "running",
                      entry.label, seed, run_dir)
             try:
-                result = train(config, run_dir, resume=resume, progress=progress)
+                result = train(config, run_dir, resume=True, progress=progress)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one failing cell must not stop the grid

@@ -26,11 +26,14 @@ Design choices and limits:
   learning rate of the epoch's first optimizer step. ``epoch_time`` includes evaluation;
   ``wall_time`` is the training time summed over all sessions of a resumed run (time lost
   between the last checkpoint and a crash is not counted).
-* **Synchronisation.** The loop accumulates loss/accuracy as tensors and reads them only for
-  the progress bar (about twice a second), at checkpoints and at epoch ends. The non-finite
-  loss check reads the loss every micro-batch on CPU (free there) but only at those sync points
-  on CUDA, so on CUDA a NaN is reported up to a progress interval late (never after being
-  written to a checkpoint).
+* **Synchronisation.** Per micro-batch the loop only stores the detached loss, logits and
+  targets; every 32 micro-batches (and before a checkpoint and at the epoch end) they are folded
+  into the running sums with a handful of batched ops, at fixed positions so the float
+  summation order never depends on timing or resumption. Values are read to Python only for
+  the progress bar (about twice a second), at checkpoints and at epoch ends. The NaN/inf check
+  reads the loss of every micro-batch on a single CPU process (free there) and raises before the
+  backward pass; on CUDA and under DDP it runs at the fold points instead (all ranks agree via
+  an all-reduce), so the bad step may already have been applied, but never checkpointed.
 * **Resume.** Checkpoints are taken at epoch ends and, with ``checkpoint_every_steps``, after
   every k-th optimizer step; they include the running epoch metrics and the position in the
   epoch, and the data loader is deterministic in (seed, epoch, batch), so a run resumed after
@@ -77,7 +80,7 @@ logger = logging.getLogger("tamegrad.train")
 
 _LN2 = math.log(2.0)
 _PROGRESS_INTERVAL_S = 0.5
-_CUDA_CHECK_EVERY = 50  # micro-batches between non-finite checks on CUDA without a progress bar
+_FLUSH_EVERY = 32  # micro-batches between folds of the pending metrics (and NaN checks off CPU)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -101,6 +104,31 @@ class NonFiniteLossError(FloatingPointError):
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
+
+
+class _Pending:
+    """Per-micro-batch results not yet folded into the running sums (kept as tensors: no sync)."""
+
+    def __init__(self) -> None:
+        self.losses: list[Tensor] = []
+        self.logits: list[Tensor] = []
+        self.targets: list[Tensor] = []
+        self.sizes: list[int] = []
+        self.steps: list[int] = []
+
+    def add(self, loss: Tensor, logits: Tensor, y: Tensor, step: int) -> None:
+        self.losses.append(loss.detach())
+        self.logits.append(logits.detach())
+        self.targets.append(y)
+        self.sizes.append(y.numel())
+        self.steps.append(step)
+
+    def clear(self) -> None:
+        self.losses.clear()
+        self.logits.clear()
+        self.targets.clear()
+        self.sizes.clear()
+        self.steps.clear()
 
 
 @dataclass
@@ -390,6 +418,7 @@ class _Run:
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
         self.count = 0
         self.epoch_time_before = 0.0
+        self.pending = _Pending()
         if ckpt is not None:
             self._restore(ckpt)
         self.ddp: nn.Module = model
@@ -462,22 +491,16 @@ class _Run:
         model, opt, sched, scaler = self.ddp, self.optimizer, self.scheduler, self.scaler
         n, accum = self.n_micro, cfg.grad_accum
         params = [p for g in opt.param_groups for p in g["params"]]
-        on_cpu = self.device.type == "cpu"
+        check_each = self.device.type == "cpu" and not d.enabled  # .item() is free there
         ckpt_every = cfg.checkpoint_every_steps
         if start_batch == 0:
-            self.loss_sum.zero_()
-            self.correct.zero_()
-            self.count = 0
-            self.epoch_time_before = 0.0
+            self._reset_running()
         epoch_start = time.perf_counter()
         epoch_lr = self._lr_at_epoch_start(epoch)
         autocast = self._autocast()
-        loss_sum, correct = self.loss_sum, self.correct
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        pend = self.pending
         pbar = self._progress_bar(epoch, start_batch)
         next_refresh = time.monotonic() + _PROGRESS_INTERVAL_S
-        since_check = 0
-        loss = torch.zeros((), device=self.device)
         model.train()
 
         batches: Iterator[tuple[Tensor, Tensor]] = self.train_loader.epoch(
@@ -496,34 +519,22 @@ class _Run:
             with sync_ctx:
                 with autocast:
                     logits = model(x)
-                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-                if on_cpu and not d.enabled:
+                    if logits.ndim == 2:
+                        loss = F.cross_entropy(logits, y)
+                    else:
+                        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
+                if check_each:
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLossError(epoch + 1, self.global_step + 1, value)
-                else:
-                    nonfinite |= ~torch.isfinite(loss.detach())
-                    since_check += 1
                 scaled = loss / group_size if group_size > 1 else loss
                 if self.use_amp:
                     scaler.scale(scaled).backward()
                 else:
                     scaled.backward()
-            with torch.no_grad():
-                loss_sum.add_(loss.detach(), alpha=y.numel())
-                correct.add_((logits.argmax(-1) == y).sum())
-            self.count += y.numel()
+            pend.add(loss, logits, y, self.global_step + 1)
 
             if last_in_group:
-                if d.enabled:
-                    # every rank must agree before stepping, or a raising rank would hang the rest
-                    flag = nonfinite.to(torch.int32)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    self._raise_if_nonfinite(flag, loss, epoch, "on some rank")
-                    since_check = 0
-                elif not on_cpu and since_check >= _CUDA_CHECK_EVERY:
-                    self._raise_if_nonfinite(nonfinite, loss, epoch, "detected late on CUDA")
-                    since_check = 0
                 if cfg.clip_grad_norm is not None:
                     if self.use_amp:
                         scaler.unscale_(opt)
@@ -537,26 +548,79 @@ class _Run:
                 sched.step()
                 self.global_step += 1
                 if ckpt_every is not None and self.global_step % ckpt_every == 0 and b + 1 < n:
-                    self._raise_if_nonfinite(nonfinite, loss, epoch, "before checkpoint")
+                    self._flush(epoch)  # on every rank: it may all-reduce
                     self._save(epoch, b + 1, self.epoch_time_before
                                + time.perf_counter() - epoch_start)
+            if b % _FLUSH_EVERY == _FLUSH_EVERY - 1:
+                self._flush(epoch)
 
             if pbar is not None:
                 pbar.update(1)
                 now = time.monotonic()
                 if now >= next_refresh:
                     next_refresh = now + _PROGRESS_INTERVAL_S
-                    if not on_cpu:
-                        self._raise_if_nonfinite(nonfinite, loss, epoch, "detected late")
+                    count = max(self.count, 1)
                     pbar.set_postfix(
-                        loss=f"{loss_sum.item() / max(self.count, 1):.4f}",
-                        acc=f"{correct.item() / max(self.count, 1):.4f}",
+                        loss=f"{self.loss_sum.item() / count:.4f}",
+                        acc=f"{self.correct.item() / count:.4f}",
                         refresh=False,
                     )
         if pbar is not None:
             pbar.close()
-        self._raise_if_nonfinite(nonfinite, loss, epoch, "at epoch end")
+        self._flush(epoch)
         self._end_epoch(epoch, epoch_lr, self.epoch_time_before + time.perf_counter() - epoch_start)
+
+    def _reset_running(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.count = 0
+        self.epoch_time_before = 0.0
+        self.pending.clear()
+
+    def _flush(self, epoch: int) -> None:
+        """Fold the pending micro-batch results into the running sums; check for NaN/inf.
+
+        Called at fixed positions (every ``_FLUSH_EVERY`` micro-batches of the epoch, before a
+        checkpoint, at the epoch end) so the float summation order, hence the metrics, do not
+        depend on timing or on whether the run was resumed. Under DDP every rank calls it at
+        the same positions and they agree on the non-finite check through an all-reduce.
+        """
+        pend = self.pending
+        if not pend.losses:
+            if self.dist.enabled:  # still take part in the collective
+                self._check_pending(epoch, None)
+            return
+        losses = torch.stack(pend.losses).detach().double()
+        self._check_pending(epoch, losses)
+        weights = torch.tensor(pend.sizes, dtype=torch.float64).to(self.device)
+        with torch.no_grad():
+            self.loss_sum += (losses * weights).sum()
+            pred = torch.cat(pend.logits).argmax(-1)
+            self.correct += (pred == torch.cat(pend.targets)).sum()
+        self.count += sum(pend.sizes)
+        pend.clear()
+
+    def _check_pending(self, epoch: int, losses: Tensor | None) -> None:
+        if self.device.type == "cpu" and not self.dist.enabled:
+            return  # already checked at every micro-batch
+        bad = (
+            torch.zeros((), dtype=torch.int32, device=self.device)
+            if losses is None
+            else (~torch.isfinite(losses)).any().to(torch.int32)
+        )
+        if self.dist.enabled:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if not bool(bad.item()):
+            return
+        if losses is not None and not bool(torch.isfinite(losses).all()):
+            i = int((~torch.isfinite(losses)).nonzero()[0, 0])
+            raise NonFiniteLossError(
+                epoch + 1, self.pending.steps[i], float(losses[i]),
+                "detected at the next metrics sync, after that step was applied",
+            )
+        raise NonFiniteLossError(
+            epoch + 1, self.global_step, float("nan"), "on another rank; detected at a sync"
+        )
 
     def _autocast(self) -> Any:
         if self.use_amp:
@@ -571,10 +635,6 @@ class _Run:
             self.config.schedule, epoch * self.steps_per_epoch,
             epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
         )
-
-    def _raise_if_nonfinite(self, flag: Tensor, loss: Tensor, epoch: int, detail: str) -> None:
-        if bool(flag.item()):
-            raise NonFiniteLossError(epoch + 1, self.global_step + 1, float(loss.item()), detail)
 
     def _progress_bar(self, epoch: int, start_batch: int) -> Any:
         if not (self.show_progress and self.dist.is_main):
@@ -637,10 +697,7 @@ class _Run:
         row["epoch_time"] = epoch_time
         row["wall_time"] = self._elapsed()
         self.history.append(row)
-        self.loss_sum.zero_()
-        self.correct.zero_()
-        self.count = 0
-        self.epoch_time_before = 0.0
+        self._reset_running()
         if self.dist.is_main:
             _append_line(self.paths["metrics"], row)
             self._save(epoch + 1, 0, 0.0)
