@@ -1,4 +1,4 @@
-"""Time one ``step()`` of the TR optimizers against torch's on CIFAR ResNet-18 parameter shapes.
+"""Time one ``step()`` of tamegrad's optimizers against torch's on CIFAR ResNet-18 parameter shapes.
 
     python benchmarks/optimizer_step.py [--reps 60] [--threads 2] [--width 64]
 
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tamegrad.optim import TRSGD, TRAdam, TrajectoryRegularized
+from tamegrad.optim import TRSGD, GeneralizedSignSGD, TRAdam, TrajectoryRegularized
 
 from _common import (
     interleaved_ratio,
@@ -36,6 +36,7 @@ WD = 1e-4
 def _cases() -> list[tuple[str, Callable, Callable, float]]:
     sgd = lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=WD, foreach=True)
     adam = lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=WD, foreach=True)
+    adam_plain = lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True)
     return [
         (
             "TRSGD / SGD",
@@ -89,6 +90,12 @@ def _cases() -> list[tuple[str, Callable, Callable, float]]:
             lambda ps: TrajectoryRegularized(adam(ps), lambda_w=1e-4),
             adam,
             float("nan"),
+        ),
+        (
+            "GeneralizedSignSGD / Adam",
+            lambda ps: GeneralizedSignSGD(ps, lr=1e-3, foreach=True),
+            adam_plain,
+            1.05,
         ),
     ]
 

@@ -58,7 +58,7 @@ def test_available_datasets_lists_the_contract_names() -> None:
 
 
 def test_unknown_dataset_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="Unknown dataset 'nope'.*cifar10.*tinyshakespeare"):
+    with pytest.raises(ValueError, match=r"Unknown dataset 'nope'.*cifar10.*tinyshakespeare"):
         load_dataset("nope")
 
 
@@ -103,7 +103,7 @@ def test_balanced_subset_rejects_impossible_sizes() -> None:
         balanced_subset(y, 0, seed=0)
     with pytest.raises(ValueError, match="only 6 samples"):
         balanced_subset(y, 7, seed=0)
-    with pytest.raises(ValueError, match="class 1, which has only 2.*at most 4"):
+    with pytest.raises(ValueError, match=r"class 1, which has only 2.*at most 4"):
         balanced_subset(y, 6, seed=0)
     with pytest.raises(ValueError, match="1-D"):
         balanced_subset(torch.zeros(3, 2, dtype=torch.long), 2, seed=0)
@@ -155,27 +155,33 @@ def test_synthetic_is_deterministic_and_learnable() -> None:
     ds = load_dataset("synthetic", n_train=256, n_test=64, num_classes=4, image_size=6)
     assert ds.train_x.shape == (256, 3, 6, 6) and ds.train_x.dtype == torch.uint8
     assert torch.bincount(ds.train_y).tolist() == [64] * 4
-    assert torch.equal(ds.train_x, load_dataset("synthetic", n_train=256, n_test=64,
-                                                 num_classes=4, image_size=6).train_x)
-    assert not torch.equal(ds.train_x, load_dataset("synthetic", n_train=256, n_test=64,
-                                                     num_classes=4, image_size=6,
-                                                     data_seed=1).train_x)
+    assert torch.equal(
+        ds.train_x,
+        load_dataset("synthetic", n_train=256, n_test=64, num_classes=4, image_size=6).train_x,
+    )
+    assert not torch.equal(
+        ds.train_x,
+        load_dataset(
+            "synthetic", n_train=256, n_test=64, num_classes=4, image_size=6, data_seed=1
+        ).train_x,
+    )
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 36, 4))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loader = BatchLoader(ds.train_x, ds.train_y, 32, shuffle=True, seed=0,
-                         mean=ds.mean, std=ds.std)
+    loader = BatchLoader(ds.train_x, ds.train_y, 32, shuffle=True, seed=0, mean=ds.mean, std=ds.std)
     losses = []
     for epoch in range(3):
         for xb, yb in loader.epoch(epoch):
             loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            opt.zero_grad()
+            model.zero_grad()
             loss.backward()
-            opt.step()
+            with torch.no_grad():  # plain SGD (torch.optim's first step imports dynamo: slow)
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
             losses.append(loss.item())
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
-    test_loader = BatchLoader(ds.test_x, ds.test_y, 64, shuffle=False, seed=0,
-                              mean=ds.mean, std=ds.std)
+    test_loader = BatchLoader(
+        ds.test_x, ds.test_y, 64, shuffle=False, seed=0, mean=ds.mean, std=ds.std
+    )
     xb, yb = next(test_loader.epoch(0))
     assert (model(xb).argmax(1) == yb).float().mean() > 0.9
 
@@ -250,8 +256,11 @@ def test_download_verifies_checksum_and_writes_atomically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     payload = TEXT.encode()
-    resource = dl.Resource(url="https://example.invalid/t.txt", filename="tinyshakespeare.txt",
-                           sha256=hashlib.sha256(payload).hexdigest())
+    resource = dl.Resource(
+        url="https://example.invalid/t.txt",
+        filename="tinyshakespeare.txt",
+        sha256=hashlib.sha256(payload).hexdigest(),
+    )
     monkeypatch.setattr(dl, "TINYSHAKESPEARE_RESOURCE", resource)
     monkeypatch.setattr(dl, "open_url", lambda url, timeout=60.0: io.BytesIO(payload))
     ds = load_dataset("tinyshakespeare", tmp_path, seq_len=8)
@@ -279,7 +288,8 @@ def test_real_tinyshakespeare_if_available() -> None:
 # ----------------------------------------------------------------------------- CIFAR pickles
 def _official_pickle(obj: object) -> bytes:
     """Pickle like the official (Python 2, numpy 1) files: protocol 2, numpy.core globals."""
-    return pickle.dumps(obj, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    data = pickle.dumps(obj, protocol=2)
+    return data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
 
 
 def _fake_cifar(root: Path, *, hundred: bool, per_batch: int = 6) -> dict[str, np.ndarray]:
@@ -292,8 +302,11 @@ def _fake_cifar(root: Path, *, hundred: bool, per_batch: int = 6) -> dict[str, n
     for fname in [*names, "test"] if hundred else [*names, "test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, k, per_batch)]
-        d: dict[bytes, object] = {b"batch_label": b"fake", b"data": data,
-                                  b"filenames": [b"img%d.png" % i for i in range(per_batch)]}
+        d: dict[bytes, object] = {
+            b"batch_label": b"fake",
+            b"data": data,
+            b"filenames": [b"img%d.png" % i for i in range(per_batch)],
+        }
         if hundred:
             d[b"fine_labels"] = labels
             d[b"coarse_labels"] = [v // 5 for v in labels]
@@ -303,16 +316,36 @@ def _fake_cifar(root: Path, *, hundred: bool, per_batch: int = 6) -> dict[str, n
         xs.append(data)
         ys.append(np.array(labels))
     if hundred:
-        meta = {b"fine_label_names": [b"c%02d" % i for i in range(100)],
-                b"coarse_label_names": [b"s%d" % i for i in range(20)]}
+        meta = {
+            b"fine_label_names": [b"c%02d" % i for i in range(100)],
+            b"coarse_label_names": [b"s%d" % i for i in range(20)],
+        }
         (folder / "meta").write_bytes(_official_pickle(meta))
     else:
-        meta = {b"label_names": [n.encode() for n in ("airplane automobile bird cat deer dog "
-                                                      "frog horse ship truck").split()],
-                b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+        names = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ]
+        meta = {
+            b"label_names": [n.encode() for n in names],
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
+        }
         (folder / "batches.meta").write_bytes(_official_pickle(meta))
-    return {"train_x": np.concatenate(xs[:-1]), "train_y": np.concatenate(ys[:-1]),
-            "test_x": xs[-1], "test_y": ys[-1]}
+    return {
+        "train_x": np.concatenate(xs[:-1]),
+        "train_y": np.concatenate(ys[:-1]),
+        "test_x": xs[-1],
+        "test_y": ys[-1],
+    }
 
 
 def test_cifar10_reads_official_pickle_format(tmp_path: Path) -> None:
@@ -372,8 +405,11 @@ def test_cifar_download_verify_extract(tmp_path: Path, monkeypatch: pytest.Monke
     ref = _fake_cifar(src, hundred=False)
     archive = _archive_of(src / "cifar-10-batches-py", tmp_path / "fake.tar.gz")
     payload = archive.read_bytes()
-    fake = dl.Resource(url="https://example.invalid/cifar-10-python.tar.gz",
-                       filename="cifar-10-python.tar.gz", md5=hashlib.md5(payload).hexdigest())
+    fake = dl.Resource(
+        url="https://example.invalid/cifar-10-python.tar.gz",
+        filename="cifar-10-python.tar.gz",
+        md5=hashlib.md5(payload).hexdigest(),
+    )
     monkeypatch.setattr(dl, "CIFAR10_RESOURCE", fake)
     calls: list[str] = []
 
@@ -387,7 +423,10 @@ def test_cifar_download_verify_extract(tmp_path: Path, monkeypatch: pytest.Monke
     assert calls == [fake.url]
     assert (root / "cifar-10-python.tar.gz").read_bytes() == payload
     assert ds.train_y.tolist() == ref["train_y"].tolist()
-    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+    ]
     load_dataset("cifar10", root)  # now present: no second download
     assert len(calls) == 1
 
@@ -457,5 +496,15 @@ def test_safe_extract_rejects_path_traversal_and_links(tmp_path: Path) -> None:
 
 def test_dataset_checks_split_lengths() -> None:
     with pytest.raises(ValueError, match="train_x has 3 samples but train_y has 2"):
-        Dataset("x", "vector", torch.zeros(3, 2), torch.zeros(2, dtype=torch.long),
-                torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), 2, ["a", "b"], None, None)
+        Dataset(
+            "x",
+            "vector",
+            torch.zeros(3, 2),
+            torch.zeros(2, dtype=torch.long),
+            torch.zeros(1, 2),
+            torch.zeros(1, dtype=torch.long),
+            2,
+            ["a", "b"],
+            None,
+            None,
+        )

@@ -111,9 +111,12 @@ def test_epoch_covers_every_index_once_and_is_seeded() -> None:
     again = torch.cat([y for _, y in _collect(_ids_loader(103, 10), 0)])
     assert torch.equal(ids, again)
     assert not torch.equal(ids, torch.cat([y for _, y in _collect(loader, 1)]))
-    assert not torch.equal(ids, torch.cat([y for _, y in _collect(_ids_loader(103, 10, seed=1), 0)]))
-    assert torch.equal(torch.cat([y for _, y in _collect(_ids_loader(103, 10, shuffle=False), 0)]),
-                       torch.arange(103))
+    other_seed = torch.cat([y for _, y in _collect(_ids_loader(103, 10, seed=1), 0)])
+    assert not torch.equal(ids, other_seed)
+    assert torch.equal(
+        torch.cat([y for _, y in _collect(_ids_loader(103, 10, shuffle=False), 0)]),
+        torch.arange(103),
+    )
     dropped = torch.cat([y for _, y in _collect(_ids_loader(103, 10, drop_last=True), 0)])
     assert dropped.numel() == 100 and dropped.unique().numel() == 100
 
@@ -121,10 +124,19 @@ def test_epoch_covers_every_index_once_and_is_seeded() -> None:
 def test_start_batch_resume_equals_tail_of_full_epoch() -> None:
     x = _images(50, h=6, w=6)
     y = torch.arange(50)
-    mk = lambda: BatchLoader(  # noqa: E731
-        x, y, 8, shuffle=True, seed=11, augment=Augment(crop_padding=2), mean=(0.5,) * 3,
-        std=(0.25,) * 3,
-    )
+
+    def mk() -> BatchLoader:
+        return BatchLoader(
+            x,
+            y,
+            8,
+            shuffle=True,
+            seed=11,
+            augment=Augment(crop_padding=2),
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+        )
+
     full = _collect(mk(), 4)
     tail = _collect(mk(), 4, start=3)
     assert len(full) == 7 and len(tail) == 4
@@ -142,7 +154,7 @@ def test_augmentation_is_per_batch_seeded_and_actually_applied() -> None:
     y = torch.arange(40)
     plain = BatchLoader(x, y, 8, shuffle=True, seed=2)
     aug = BatchLoader(x, y, 8, shuffle=True, seed=2, augment=Augment())
-    for b, ((xp, yp), (xa, ya)) in enumerate(zip(plain.epoch(0), aug.epoch(0))):
+    for b, ((_, yp), (xa, ya)) in enumerate(zip(plain.epoch(0), aug.epoch(0))):
         assert torch.equal(yp, ya)
         g = torch.Generator().manual_seed(derive_seed(2, 0, b, 0, 0x41554730))
         ref = Augment()(x[yp], g).float() / 255
@@ -167,8 +179,9 @@ def test_image_batches_are_normalised_float32() -> None:
 def test_text_and_vector_batches_pass_through() -> None:
     tokens = torch.randint(0, 65, (30, 12))
     targets = torch.roll(tokens, -1, 1)
-    loader = BatchLoader(tokens, targets, 4, shuffle=True, seed=0, augment=Augment(),
-                         mean=(0.5,), std=(0.5,))
+    loader = BatchLoader(
+        tokens, targets, 4, shuffle=True, seed=0, augment=Augment(), mean=(0.5,), std=(0.5,)
+    )
     for xb, yb in loader.epoch(0):
         assert xb.dtype == torch.int64 and xb.shape[1:] == (12,)
         rows = [int((tokens == r).all(1).nonzero()[0]) for r in xb]
@@ -178,8 +191,10 @@ def test_text_and_vector_batches_pass_through() -> None:
 @pytest.mark.parametrize("n,drop_last", [(96, False), (96, True), (100, True)])
 def test_distributed_ranks_are_disjoint_and_cover(n: int, drop_last: bool) -> None:
     world, bs = 3, 4
-    loaders = [_ids_loader(n, bs, rank=r, world_size=world, drop_last=drop_last, seed=5)
-               for r in range(world)]
+    loaders = [
+        _ids_loader(n, bs, rank=r, world_size=world, drop_last=drop_last, seed=5)
+        for r in range(world)
+    ]
     assert len({len(lo) for lo in loaders}) == 1
     per_rank = [torch.cat([y for _, y in lo.epoch(2)]) for lo in loaders]
     seen = torch.cat(per_rank)
@@ -189,7 +204,7 @@ def test_distributed_ranks_are_disjoint_and_cover(n: int, drop_last: bool) -> No
     # the ranks' batch b together form the single-process global batch b of size W*bs
     single = _ids_loader(n, world * bs, seed=5, drop_last=drop_last)
     for b, (_, global_y) in enumerate(single.epoch(2)):
-        parts = [list(lo.epoch(2, start_batch=b))[0][1] for lo in loaders]
+        parts = [next(lo.epoch(2, start_batch=b))[1] for lo in loaders]
         assert torch.equal(torch.cat(parts), global_y)
 
 
@@ -229,8 +244,16 @@ def test_derive_seed_is_a_fixed_formula() -> None:
 def test_loader_throughput_batch8_cifar_sized() -> None:
     x = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 10, (4096,))
-    loader = BatchLoader(x, y, 8, shuffle=True, seed=0, augment=Augment(),
-                         mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2))
+    loader = BatchLoader(
+        x,
+        y,
+        8,
+        shuffle=True,
+        seed=0,
+        augment=Augment(),
+        mean=(0.49, 0.48, 0.45),
+        std=(0.2, 0.2, 0.2),
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -243,3 +266,14 @@ def test_loader_throughput_batch8_cifar_sized() -> None:
     print(f"BatchLoader: {rate:,.0f} images/s at batch 8 (32x32, crop+flip+normalise, 1 thread)")
     assert n == 4096
     assert rate > 1000  # lax: the target is > 5,000/s on an unloaded core
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_equal_cpu_batches() -> None:
+    x, y = _images(40), torch.arange(40)
+    kw = dict(shuffle=True, seed=3, augment=Augment(), mean=(0.5,) * 3, std=(0.25,) * 3)
+    cpu = list(BatchLoader(x, y, 8, **kw).epoch(1))  # type: ignore[arg-type]
+    gpu = list(BatchLoader(x, y, 8, device="cuda", **kw).epoch(1))  # type: ignore[arg-type]
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.is_cuda and torch.equal(yc, yg.cpu())
+        torch.testing.assert_close(xc, xg.cpu())

@@ -116,7 +116,8 @@ def test_char_lstm_is_causal() -> None:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"Unknown model 'resnet50'.*char-lstm, cnn, mlp, resnet18"):
+    valid = r"Unknown model 'resnet50'.*char-lstm, cnn, mlp, resnet18"
+    with pytest.raises(ValueError, match=valid):
         create_model("resnet50", num_classes=10, input_shape=(3, 32, 32))
 
 

@@ -205,9 +205,7 @@ def _decode_chunk(task: tuple[list[tuple[str, Payload]], tuple[int, int], str]) 
 def _decode_all(items: list[tuple[str, Payload]], workers: int) -> np.ndarray:
     first = _decode_one(*items[0])
     h, w = first.shape[:2]
-    tasks = [
-        (items[i : i + _CHUNK], (h, w), items[0][0]) for i in range(0, len(items), _CHUNK)
-    ]
+    tasks = [(items[i : i + _CHUNK], (h, w), items[0][0]) for i in range(0, len(items), _CHUNK)]
     if workers <= 1 or len(tasks) < 2:
         parts = [_decode_chunk(t) for t in tasks]
     else:
@@ -391,6 +389,10 @@ def cifar10_jpeg(
             "set, which downloads the original"
         )
     return imagefolder(
-        source, name="cifar10-jpeg", mean=CIFAR10_MEAN, std=CIFAR10_STD, workers=workers,
+        source,
+        name="cifar10-jpeg",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        workers=workers,
         cache=cache,
     )

@@ -185,4 +185,4 @@ class BatchLoader:
             seed = derive_seed(self.seed, epoch, batch, self.rank, _AUG_TAG)
             xb = self.augment(xb, torch.Generator().manual_seed(seed))
         assert self._scale is not None and self._shift is not None
-        return torch.addcmul(self._shift, xb.to(torch.float32), self._scale), yb
+        return xb.to(torch.float32).mul_(self._scale).add_(self._shift), yb

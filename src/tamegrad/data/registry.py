@@ -85,9 +85,7 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
         idx = balanced_subset(ds.train_y, n, seed)
     else:  # text: targets are sequences, so draw a plain seeded random subset
         if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= ds.train_y.shape[0]:
-            raise ValueError(
-                f"Invalid train_subset={n!r}: need an int in 1..{ds.train_y.shape[0]}"
-            )
+            raise ValueError(f"Invalid train_subset={n!r}: need an int in 1..{ds.train_y.shape[0]}")
         g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
         idx = torch.sort(torch.randperm(ds.train_y.shape[0], generator=g)[:n]).values
     return replace(ds, train_x=ds.train_x[idx], train_y=ds.train_y[idx])

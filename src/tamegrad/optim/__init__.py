@@ -15,6 +15,10 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from . import gssgd as _gssgd
+from . import normalized as _normalized
+from .gssgd import GeneralizedSignSGD
+from .normalized import ClippedSGD, NormalizedSGD
 from .registry import create, describe, list_optimizers, register
 from .tradam import TRAdam, TRAdamW
 from .trajectory import LAMBDA_W_LR_RATIO
@@ -24,7 +28,10 @@ from .wrapper import Lookahead, TrajectoryRegularized, WrappedOptimizer
 __all__ = [
     "LAMBDA_W_LR_RATIO",
     "TRSGD",
+    "ClippedSGD",
+    "GeneralizedSignSGD",
     "Lookahead",
+    "NormalizedSGD",
     "TRAdam",
     "TRAdamW",
     "TrajectoryRegularized",
@@ -47,6 +54,8 @@ _register_base("sgd", torch.optim.SGD, "torch.optim.SGD (momentum, nesterov, L2 
 _register_base("adam", torch.optim.Adam, "torch.optim.Adam")
 _register_base("adamw", torch.optim.AdamW, "torch.optim.AdamW (decoupled weight decay)")
 _register_base("rmsprop", torch.optim.RMSprop, "torch.optim.RMSprop")
+_gssgd.register_all(_register_base)  # gssgd, signum, signsgd
+_normalized.register_all(_register_base)  # normalized-sgd, clipped-sgd
 register("trsgd", TRSGD, "TRSGD: SGD with trajectory regularization (paper: lr 0.1, lambda_w 0.01)")
 register("tradam", TRAdam, "TRAdam: Adam with trajectory regularization (lr 1e-3, lambda_w 1e-4)")
 register("tradamw", TRAdamW, "TRAdamW: TRAdam with decoupled weight decay")

@@ -463,6 +463,10 @@ def run_grid(
                                 "summary": read_summary(run_dir)})
                 continue
             summary = read_summary(run_dir) or (result if isinstance(result, dict) else None)
+            acc = (summary or {}).get("final_test_acc")
+            log.info("finished %s seed %d: final test acc %s, %.1f s", entry.label, seed,
+                     f"{acc:.4f}" if isinstance(acc, (int, float)) else "n/a",
+                     float((summary or {}).get("wall_time") or 0.0))
             records.append({**record, "action": "resumed" if resume else "ran",
                             "summary": summary})
         finally:
@@ -500,7 +504,8 @@ def summarize(out_dir: Path | str) -> list[dict[str, Any]]:
 
     Row keys: ``label, slug, optimizer, lr, n, seeds, completed_seeds, missing`` (a list of
     ``{"seed", "status", "detail"}`` for runs that did not complete), and for each metric
-    ``final_test_acc, best_test_acc, final_train_loss, final_test_loss, wall_time`` the keys
+    ``final_test_acc, best_test_acc, final_train_loss, final_test_loss, final_test_bpc`` (text
+    runs only) and ``wall_time`` the keys
     ``<metric>_mean``, ``<metric>_std`` (sample std, None when n < 2) and ``<metric>_values``.
     """
     out = Path(out_dir)
@@ -526,6 +531,7 @@ def summarize(out_dir: Path | str) -> list[dict[str, Any]]:
                 "best_test_acc": summary.get("best_test_acc"),
                 "final_train_loss": summary.get("final_train_loss", last.get("train_loss")),
                 "final_test_loss": summary.get("final_test_loss", last.get("test_loss")),
+                "final_test_bpc": summary.get("final_test_bpc", last.get("test_bpc")),
                 "wall_time": summary.get("wall_time"),
             }
             if values["best_test_acc"] is None:
@@ -556,7 +562,8 @@ def summarize(out_dir: Path | str) -> list[dict[str, Any]]:
     return rows
 
 
-_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "final_test_loss", "wall_time")
+_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "final_test_loss",
+            "final_test_bpc", "wall_time")
 
 
 def _missing_detail(run_dir: Path, status: str, summary: dict[str, Any] | None) -> str:
@@ -586,20 +593,29 @@ def _fmt(mean: float | None, std: float | None, scale: float = 1.0, digits: int 
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The markdown table of :func:`summarize` rows (accuracies in %, mean ± sample std)."""
+    """The markdown table of :func:`summarize` rows (accuracies in %, mean ± sample std).
+
+    ``n`` is completed/expected seeds; a "final test bpc" column is added for text runs.
+    """
     scale = 100.0 if _is_fraction(rows) else 1.0
+    bpc = any(r.get("final_test_bpc_values") for r in rows)
     header = (
         "| optimizer | n | final test acc (%) | best test acc (%) | final train loss "
-        "| wall time / run (s) |"
+        + ("| final test bpc " if bpc else "")
+        + "| wall time / run (s) |"
     )
-    lines = [header, "|---|---|---|---|---|---|"]
+    lines = [header, "|---" * (7 if bpc else 6) + "|"]
     for r in rows:
         n_text = f"{r['n']}/{len(r['seeds'])}"
+        bpc_text = (
+            f"| {_fmt(r['final_test_bpc_mean'], r['final_test_bpc_std'], 1.0, 3)} " if bpc else ""
+        )
         lines.append(
             f"| {r['label']} | {n_text} "
             f"| {_fmt(r['final_test_acc_mean'], r['final_test_acc_std'], scale)} "
             f"| {_fmt(r['best_test_acc_mean'], r['best_test_acc_std'], scale)} "
             f"| {_fmt(r['final_train_loss_mean'], r['final_train_loss_std'], 1.0, 4)} "
+            f"{bpc_text}"
             f"| {_fmt(r['wall_time_mean'], r['wall_time_std'], 1.0, 1)} |"
         )
     missing = [(r["label"], m) for r in rows for m in r["missing"]]

@@ -205,8 +205,11 @@ def plot_runs(
         ax.grid(True, alpha=0.3)
         if what == "loss" and _positive(groups, key):
             ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes[1]:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = [], []
     for ax in axes.flat:
         h, lab = ax.get_legend_handles_labels()

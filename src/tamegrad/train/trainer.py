@@ -38,12 +38,22 @@ Design choices and limits:
   every k-th optimizer step; they include the running epoch metrics and the position in the
   epoch, and the data loader is deterministic in (seed, epoch, batch), so a run resumed after
   SIGKILL reproduces an uninterrupted run bit for bit on the same device with the same number
-  of threads (different thread counts or devices can change float rounding).
+  of threads and the same library code (different thread counts, devices or torch builds can
+  change float rounding). On CPU no extra flags are needed; on CUDA exact replay also needs
+  ``torch.use_deterministic_algorithms(True)`` (``python -m tamegrad.train --deterministic``)
+  and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which ``train`` does not set for you.
 * **Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised
   (gloo on CPU, nccl on CUDA) unless it already is, the model is wrapped in
   ``DistributedDataParallel``, each rank reads its shard of every batch order, and metrics
-  are all-reduced. ``batch_size`` is per process. Every rank reads the same checkpoint on
-  resume; only rank 0 writes files. Single machine only has been tested.
+  are all-reduced. ``batch_size`` is per process. Batch-norm running statistics are averaged
+  over the ranks at every epoch end (before evaluation), so all ranks end each epoch with the
+  same parameters and buffers; a mid-epoch checkpoint holds rank 0's buffers. Every rank reads
+  the same checkpoint on resume; only rank 0 writes files. Only single-machine gloo runs have
+  been tested (NCCL/CUDA untested).
+* **Errors.** Problems found while setting up (unknown data set/model/optimizer names or
+  options, missing data, an unusable checkpoint, a config that does not match the checkpoint)
+  raise before anything in the run folder is written. Errors during training mark
+  summary.json "failed" and re-raise.
 """
 
 from __future__ import annotations
@@ -647,6 +657,21 @@ class _Run:
         )
 
     @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """DDP: average floating buffers (BN running stats) over ranks, so that every rank
+        evaluates and ends the epoch with the same model (DDP itself only broadcasts rank 0's
+        buffers at the start of the next forward)."""
+        if not self.dist.enabled:
+            return
+        world = self.dist.world_size
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf.div_(world)
+            else:
+                dist.broadcast(buf, src=0)
+
+    @torch.no_grad()
     def _evaluate(self) -> tuple[float, float]:
         model = self.model
         was_training = model.training
@@ -679,6 +704,7 @@ class _Run:
         if self.dist.enabled:
             dist.all_reduce(totals)
         loss_sum, corr, cnt = totals.tolist()
+        self._sync_buffers()
         eval_start = time.perf_counter()
         test_loss, test_acc = self._evaluate()
         epoch_time = train_time + (time.perf_counter() - eval_start)
