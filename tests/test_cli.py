@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,11 @@ def test_bad_value_and_missing_args_exit_2(tmp_path: Path,
               "--batch-size", "0", "--out", str(tmp_path / "x")])
     assert info.value.code == 2 and "batch_size" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
+        main(["compare", "--dataset", "digits", "--model", "mlp", "--optimizers",
+              "sgd:bogus=1", "--out", str(tmp_path / "y")])
+    assert info.value.code == 2 and "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    with pytest.raises(SystemExit) as info:
         main(["compare", "--resume", str(tmp_path / "nothing")])
     assert info.value.code == 2 and "grid.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
@@ -199,6 +206,18 @@ def test_two_worker_processes_share_a_grid(tmp_path: Path,
     assert not list(out.rglob(".claim"))
 
 
+def test_demo_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seeds", "1", "--epochs", "1", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("SGD", "TRSGD", "Adam", "TRAdam"):
+        assert f"| {label} | 1/1 |" in printed
+    assert (out / "curves.png").is_file() and (out / "results.md").is_file()
+    cfg = json.loads((run_dir_for(out, "TRAdam", 0) / "config.json").read_text())
+    assert (cfg["dataset"], cfg["batch_size"], cfg["lr"]) == ("digits", 8, 1e-3)
+    assert cfg["optimizer_kwargs"] == {"lambda_w": 1e-4} and cfg["weight_decay"] == 1e-4
+
+
 def test_python_dash_m(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.run([sys.executable, "-m", "tamegrad", "list", "models"],
@@ -207,3 +226,37 @@ def test_python_dash_m(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "tamegrad", "train", "--dataset", "nope"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_killed_worker_is_resumed(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL a grid process mid-run: its stale claim is broken and the run resumes."""
+    out = tmp_path / "grid"
+    args = ["compare", "--dataset", "synthetic", "--model", "mlp", "--width", "8",
+            "--train-subset", "256", "--epochs", "100", "--device", "cpu", "--threads", "1",
+            "--optimizers", "sgd:lr=0.05", "--seeds", "0", "--out", str(out), "--no-plot"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-m", "tamegrad", "--log-level", "WARNING", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir_for(out, "sgd:lr=0.05", 0) / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    claim = metrics.parent / ".claim"
+    assert json.loads(claim.read_text())["pid"] == proc.pid  # left behind by the dead process
+    done = len(metrics.read_text().splitlines())
+    assert 3 <= done < 100
+    capfd.readouterr()
+    assert main(["compare", "--resume", str(out), "--no-plot"]) == 0
+    err = capfd.readouterr().err
+    assert "resuming sgd:lr=0.05 seed 0" in err
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 101))
+    assert not claim.exists()

@@ -104,7 +104,7 @@ def test_zero_penalty_without_inner_decay_is_the_base_optimizer(ours, theirs, fo
         # the per-tensor path follows torch's operation order: the same floats
         assert max_abs_diff(a, b) == 0.0
     else:
-        # TRSGD's foreach path accumulates into the buffer in another order; TRAdam's is exact
+        # the foreach paths fold operations differently from torch's: equal up to rounding
         assert max_abs_diff(a, b) <= 1e-6
 
 
@@ -128,7 +128,7 @@ def test_one_inner_step_is_the_base_optimizer(foreach):
     assert max_abs_diff(a, b) <= (1e-6 if foreach else 0.0)
     a = trajectory(lambda ps: TRAdam(ps, lr=0.02, lambda_w=0.5, inner_steps=1, foreach=foreach))
     b = trajectory(lambda ps: torch.optim.Adam(ps, lr=0.02, foreach=foreach))
-    assert max_abs_diff(a, b) == 0.0
+    assert max_abs_diff(a, b) <= (1e-6 if foreach else 0.0)
 
 
 def _hand_trsgd(

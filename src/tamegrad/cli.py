@@ -167,12 +167,36 @@ def _valid_optimizers() -> list[str]:
     return list(optim.list_optimizers())
 
 
-def _validate_config_names(config: TrainConfig, optimizers: Sequence[str] = ()) -> None:
+def _validate(config: TrainConfig, entries: Sequence[GridEntry] = ()) -> None:
+    """Check data set, model and optimizer names, and each optimizer's hyper-parameters.
+
+    Every optimizer is built once on a dummy parameter, so an unknown or invalid keyword fails
+    here (exit 2) rather than in the middle of a grid.
+    """
     _check_name("dataset", str(config.dataset), _valid_datasets())
     _check_name("model", str(config.model), _valid_models())
     valid_opt = _valid_optimizers()
-    for name in optimizers or [str(config.optimizer)]:
-        _check_name("optimizer", name, valid_opt)
+    if entries:
+        from tamegrad.train.compare import entry_config
+
+        try:
+            configs = [entry_config(config, e, config.seed) for e in entries]
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+    else:
+        configs = [config]
+    import torch
+
+    import tamegrad.optim as optim
+
+    for cfg in configs:
+        _check_name("optimizer", str(cfg.optimizer), valid_opt)
+        dummy = [torch.nn.Parameter(torch.zeros(2))]
+        try:
+            optim.create(cfg.optimizer, dummy, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         **cfg.optimizer_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"optimizer {cfg.optimizer!r}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- argparse
@@ -233,19 +257,27 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``tamegrad`` argument parser."""
+    def logging_args(p: argparse.ArgumentParser, default: Any) -> None:
+        # Accepted before and after the sub-command; the sub-command's copy only overrides
+        # when given (its default is SUPPRESS).
+        p.add_argument("--log-level", default=default, type=str.upper,
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="logging level (stderr); default INFO")
+        p.add_argument("--quiet-epochs", action="store_true",
+                       default=False if default is not argparse.SUPPRESS else default,
+                       help="do not log every epoch of every run (only run starts/ends)")
+
+    common = argparse.ArgumentParser(add_help=False)
+    logging_args(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="tamegrad",
         description="Optimizers for small-batch training: train, compare, plot.",
     )
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        type=str.upper, help="logging level (stderr); default INFO")
-    parser.add_argument("--quiet-epochs", action="store_true",
-                        help="do not log every epoch of every run (only run starts/ends)")
+    logging_args(parser, "INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("train", help="train one model",
+    p = sub.add_parser("train", parents=[common], help="train one model",
                        description="Train one model; --resume RUN_DIR continues a run.")
     _add_common_train_args(p)
     g = p.add_argument_group("optimizer and run")
@@ -258,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
 
     p = sub.add_parser(
-        "compare", help="compare optimizers over seeds",
+        "compare", parents=[common], help="compare optimizers over seeds",
         description=(
             "Run optimizers x seeds, print a markdown table, write results.md and curves.png. "
             "Specs are [label=]name[:key=value,...]; lr, TrainConfig fields (batch_size, "
@@ -280,17 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-plot", action="store_true", help="do not write curves.png")
     g.add_argument("--no-results", action="store_true", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("plot", help="draw training curves of runs or grids")
+    p = sub.add_parser("plot", parents=[common], help="draw training curves of runs or grids")
     p.add_argument("paths", nargs="+", metavar="DIR", help="run folders or grid folders")
     p.add_argument("--out", help="PNG path (default DIR/curves.png for one DIR, else curves.png)")
     p.add_argument("--title")
     p.add_argument("--band", choices=["minmax", "std"], default="minmax")
 
-    p = sub.add_parser("list", help="list optimizers, data sets or models")
+    p = sub.add_parser("list", parents=[common], help="list optimizers, data sets or models")
     p.add_argument("what", nargs="?", choices=["optimizers", "datasets", "models"])
 
     p = sub.add_parser(
-        "demo", help="SGD vs TRSGD vs Adam vs TRAdam on digits at batch size 8 (~2 min)",
+        "demo", parents=[common],
+        help="SGD vs TRSGD vs Adam vs TRAdam on digits at batch size 8 (~1-2 min)",
         description="The quick demo: a 4-optimizer x seeds grid on the digits data set.",
     )
     p.add_argument("--out", default="runs/demo", help="grid folder (default runs/demo)")
@@ -415,7 +448,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if (extra.get(req) if req == "optimizer" else getattr(args, req)) is None:
                 raise CLIError(f"--{req} is required (or --resume RUN_DIR)")
         config = _config_from_args(args, extra)
-        _validate_config_names(config)
+        _validate(config)
         out = args.out or (
             f"runs/{config.dataset}-{config.model}-{config.optimizer}-s{config.seed}"
         )
@@ -528,7 +561,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    "seed": seeds[0]}
         )
         out_dir = Path(args.out or "runs/compare")
-    _validate_config_names(base, [e.optimizer for e in entries])
+    _validate(base, entries)
     return _run_compare(
         base, entries, seeds, out_dir, workers=args.workers, worker=args.worker,
         threads=args.threads, retry_failed=args.retry_failed, plot=not args.no_plot,
@@ -579,8 +612,11 @@ def _describe(what: str) -> list[tuple[str, str]]:
                     desc = ""
             rows.append((name, desc))
     elif what == "datasets":
+        from tamegrad.data import dataset_options
+
         for name in _valid_datasets():
-            rows.append((name, ""))
+            opts = ", ".join(f"{k}={v!r}" for k, v in dataset_options(name).items())
+            rows.append((name, f"[options: {opts}]" if opts else ""))
     else:
         import tamegrad.models as models
 
@@ -594,7 +630,7 @@ def _describe(what: str) -> list[tuple[str, str]]:
                 except Exception:
                     desc = ""
             rows.append((name, desc))
-    return rows
+    return [(n, d[len(n) + 1:].strip() if d.startswith(f"{n}:") else d) for n, d in rows]
 
 
 # ----------------------------------------------------------------------------- demo
@@ -663,7 +699,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else demo_workers()
     base = demo_config(args.epochs, args.model, args.data_dir)
     entries = demo_entries()
-    _validate_config_names(base, [e.optimizer for e in entries])
+    _validate(base, entries)
     out_dir = Path(args.out)
     print(
         f"demo: {', '.join(e.label for e in entries)} on digits ({args.model}), batch size 8, "

@@ -179,9 +179,10 @@ def tradam(
 ) -> None:
     """Functional TRAdam inner step. ``lr`` is the inner step's lr; ``coef = 2*lambda_w/lr``.
 
-    The per-tensor path follows ``torch.optim.adam._single_tensor_adam`` and the multi-tensor
-    path ``_multi_tensor_adam`` operation for operation, so with ``coef == 0`` each equals torch's
-    Adam with the same ``foreach`` setting exactly.
+    The per-tensor path follows ``torch.optim.adam._single_tensor_adam`` operation for
+    operation, so with ``coef == 0`` it equals torch's Adam exactly; the multi-tensor path folds
+    the penalty into the weight-decay pass and the bias correction into the step size (one pass
+    fewer than torch's foreach Adam), so it agrees with torch to rounding.
     """
     fn = _multi_tensor_tradam if foreach else _single_tensor_tradam
     fn(
@@ -301,13 +302,13 @@ def _multi_tensor_tradam(
         torch._foreach_addcmul_(dev_exp_avg_sqs, d, d, 1 - beta2)
         del d
 
-        step_size = [(lr / (1 - beta1 ** float(s.item()))) * -1 for s in dev_steps]
-        bias_correction2_sqrt = [(1 - beta2 ** float(s.item())) ** 0.5 for s in dev_steps]
+        # sqrt(v)/bc2_sqrt + eps folded as (sqrt(v) + eps*bc2_sqrt) / bc2_sqrt, with the
+        # 1/bc2_sqrt moved into the step size: one pass over the denominators fewer than
+        # torch's non-capturable foreach Adam (rounding differs from it by ~1 ulp).
+        bc2_sqrt = [(1 - beta2 ** float(s.item())) ** 0.5 for s in dev_steps]
+        step_size = [-lr * b / (1 - beta1 ** float(s.item())) for b, s in zip(bc2_sqrt, dev_steps)]
         if amsgrad:
             torch._foreach_maximum_(dev_max, dev_exp_avg_sqs)
-            denom = torch._foreach_sqrt(dev_max)
-        else:
-            denom = torch._foreach_sqrt(dev_exp_avg_sqs)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, eps)
+        denom = torch._foreach_sqrt(dev_max if amsgrad else dev_exp_avg_sqs)
+        torch._foreach_add_(denom, [eps * b for b in bc2_sqrt])
         torch._foreach_addcdiv_(dev_params, dev_exp_avgs, denom, step_size)

@@ -126,23 +126,6 @@ def gather_anchors(
     return anchors
 
 
-def add_penalty_(
-    directions: list[Tensor],
-    params: list[Tensor],
-    anchors: list[Tensor],
-    coef: float,
-    foreach: bool,
-) -> None:
-    """``d += coef * (w - anchor)`` in place, in the spec's operation order."""
-    if coef == 0.0:
-        return
-    if foreach:
-        diff = torch._foreach_sub(params, anchors)
-        torch._foreach_add_(directions, diff, alpha=coef)
-    else:
-        for d, p, a in zip(directions, params, anchors):
-            d.add_(p.sub(a), alpha=coef)
-
 def folded_directions(
     params: list[Tensor],
     grads: list[Tensor],

@@ -98,7 +98,8 @@ class TrajectoryRegularized(WrappedOptimizer):
         optimizer: the optimizer to regularize (its lr is the ``eta`` of the paper).
         lambda_w: penalty constant; ``None``: ``0.1 *`` each group's lr.
         inner_steps, inner_decay, anchor_dtype: as for :class:`~tamegrad.optim.TRSGD`.
-        foreach: compute the penalty with ``torch._foreach_*`` ops (default: on).
+        foreach: compute the penalty with ``torch._foreach_*`` ops; ``None`` follows the wrapped
+            group's own ``foreach`` when it is a bool, and is on otherwise.
     """
 
     def __init__(
@@ -109,10 +110,10 @@ class TrajectoryRegularized(WrappedOptimizer):
         inner_decay: bool = True,
         *,
         anchor_dtype: torch.dtype | str | None = None,
-        foreach: bool = True,
+        foreach: bool | None = None,
     ) -> None:
         self._lambda_w_default = lambda_w
-        self._foreach_penalty = bool(foreach)
+        self._foreach_penalty = foreach
         defaults = {
             "lambda_w": lambda_w,
             "inner_steps": inner_steps,
@@ -145,19 +146,21 @@ class TrajectoryRegularized(WrappedOptimizer):
                 tr.check_lr_is_float(type(self).__name__, group)
                 params = [p for p in group["params"] if p.grad is not None]
                 coef = tr.penalty_coef(group)
+                foreach = self._foreach_penalty
+                if foreach is None:
+                    foreach = group.get("foreach") is not False
                 if group["lambda_w"] != 0.0:
-                    anchors = tr.gather_anchors(self.state, group, params, self._foreach_penalty)
+                    anchors = tr.gather_anchors(self.state, group, params, foreach)
                     if coef != 0.0 and params:
                         grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
-                        if self._foreach_penalty:
-                            directions = list(torch._foreach_mul(grads, 1.0))
-                        else:
-                            directions = [g.clone() for g in grads]
                         # the wrapped optimizer negates d itself when it maximizes
-                        sign = -1.0 if group.get("maximize", False) else 1.0
-                        tr.add_penalty_(
-                            directions, params, anchors, sign * coef, self._foreach_penalty
-                        )
+                        c = -coef if group.get("maximize", False) else coef
+                        if foreach:  # g + c w - c a: two passes, one temporary
+                            directions = tr.folded_directions(params, grads, anchors, c, 0.0, False)
+                        else:  # the spec's order: g + c (w - a), TRSGD's per-tensor floats
+                            directions = [
+                                g.add(p.sub(a), alpha=c) for g, p, a in zip(grads, params, anchors)
+                            ]
                         for p, d in zip(params, directions):
                             rebound.append((p, p.grad))  # type: ignore[arg-type]
                             p.grad = d

@@ -570,6 +570,8 @@ def _missing_detail(run_dir: Path, status: str, summary: dict[str, Any] | None) 
     if status == "failed" and summary is not None:
         return f"failed: {summary.get('error', 'unknown error')}"
     if status == "missing":
+        if run_dir.is_dir():
+            return "no files written (failed at start? see the log)"
         return "not started"
     metrics = read_metrics(run_dir)
     if metrics:
