@@ -62,7 +62,8 @@ class FakeTrain:
                                      "test_loss": 1.2 / epoch, "test_acc": acc,
                                      "epoch_time": 0.1, "wall_time": 0.2 * epoch}) + "\n")
         summary = {"status": "completed", "final_test_acc": acc, "best_test_acc": acc + 0.01,
-                   "final_train_loss": 0.5, "wall_time": 1.0 + config.seed, "epochs": 2}
+                   "final_train_loss": 0.5, "wall_time": 1.0 + config.seed,
+                   "epochs": config.epochs}
         (run_dir / "summary.json").write_text(json.dumps(summary))
         return summary
 
@@ -213,3 +214,23 @@ def test_duplicate_slugs_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="same folder"):
         run_grid(TrainConfig(), [GridEntry("a b", "sgd"), GridEntry("a_b", "sgd")], [0],
                  tmp_path)
+
+
+def test_changed_config_is_refused_or_extended(tmp_path: Path, fake_train: FakeTrain) -> None:
+    base = TrainConfig(dataset="synthetic", epochs=2, schedule="cosine")
+    run_grid(base, ENTRIES[:1], [0], tmp_path)
+    grid_before = (tmp_path / "grid.json").read_text()
+    with pytest.raises(ValueError, match=r"different configuration.*epochs"):
+        run_grid(TrainConfig(dataset="synthetic", epochs=3, schedule="cosine"), ENTRIES[:1],
+                 [0], tmp_path)
+    assert (tmp_path / "grid.json").read_text() == grid_before
+    # Only where-it-runs fields changed: fine, nothing to redo.
+    moved = TrainConfig(dataset="synthetic", epochs=2, schedule="cosine", eval_batch_size=64)
+    assert [r["action"] for r in run_grid(moved, ENTRIES[:1], [0], tmp_path)] == ["skipped"]
+
+    # With the constant schedule more epochs extend the completed runs.
+    out = tmp_path / "constant"
+    run_grid(TrainConfig(dataset="synthetic", epochs=2), ENTRIES[:1], [0], out)
+    records = run_grid(TrainConfig(dataset="synthetic", epochs=4), ENTRIES[:1], [0], out)
+    assert [r["action"] for r in records] == ["ran"]
+    assert fake_train.calls[-1] == ("SGD", 0, True)

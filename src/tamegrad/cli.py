@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -226,8 +227,8 @@ _TRAIN_FIELDS: list[tuple[str, str]] = [  # (argparse dest, TrainConfig field)
 
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", help="data set name (see `tamegrad list datasets`)")
-    g.add_argument("--model", help="model name (see `tamegrad list models`)")
+    g.add_argument("--dataset", help="data set name (see `tamegrad list datasets`; default digits)")
+    g.add_argument("--model", help="model name (see `tamegrad list models`; default mlp)")
     g.add_argument("--width", type=int, help="model width (channels / hidden units)")
     g.add_argument("--data-dir", help="where data sets live (default $TAMEGRAD_DATA)")
     g.add_argument("--train-subset", type=int, metavar="N", help="use N training examples")
@@ -281,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one model; --resume RUN_DIR continues a run.")
     _add_common_train_args(p)
     g = p.add_argument_group("optimizer and run")
-    g.add_argument("--optimizer", help="optimizer name (see `tamegrad list optimizers`)")
+    g.add_argument("--optimizer",
+                   help="optimizer name (see `tamegrad list optimizers`; default sgd)")
     g.add_argument("--lr", type=float)
     g.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="optimizer keyword (Python literal), repeatable: --opt momentum=0.9")
@@ -331,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     p.add_argument("--model", default=DEMO_MODEL, choices=["mlp", "cnn"])
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes (default: 2 when 2 mostly idle cores, else 1)")
+                   help="worker processes (default: 2 when >= 2 usable cores, else 1)")
     p.add_argument("--data-dir")
     return parser
 
@@ -339,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- config building
 
 
-def _config_from_args(args: argparse.Namespace, extra: dict[str, Any]) -> TrainConfig:
+def _given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """``TrainConfig`` fields given on the command line (options left out are not included)."""
     from tamegrad.train.config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -352,6 +355,15 @@ def _config_from_args(args: argparse.Namespace, extra: dict[str, Any]) -> TrainC
         kwargs["model_options"] = dict(parse_kv(o) for o in args.model_opt)
     if getattr(args, "dataset_opt", None):
         kwargs["dataset_options"] = dict(parse_kv(o) for o in args.dataset_opt)
+    return kwargs
+
+
+def _config_from_args(args: argparse.Namespace, extra: dict[str, Any]) -> TrainConfig:
+    """A validated ``TrainConfig``: defaults, then the given options, then ``extra``."""
+    from tamegrad.train.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kwargs = _given_fields(args)
     kwargs.update({k: v for k, v in extra.items() if v is not None})
     unknown = sorted(set(kwargs) - names)
     if unknown:
@@ -431,12 +443,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg_path = run_dir / "config.json"
         if not cfg_path.is_file():
             raise CLIError(f"{cfg_path} not found: {run_dir} is not a run folder")
-        import json
-
         try:
             config = config_from_dict(json.loads(cfg_path.read_text()))
         except (ValueError, TypeError, AttributeError) as exc:
             raise CLIError(f"{cfg_path} is not a valid run config: {exc}") from exc
+        # Options given with --resume change the stored config (e.g. --device, --data-dir, or
+        # --epochs with the constant schedule); train() refuses changes that alter the run.
+        changes = _given_fields(args)
+        if changes:
+            try:
+                config = dataclasses.replace(config, **changes).validate()
+            except (TypeError, ValueError) as exc:
+                raise CLIError(str(exc)) from exc
         _check_checkpoint(run_dir)
         summary = _call_train(config, run_dir, resume=True)
     else:
@@ -444,9 +462,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra: dict[str, Any] = {"optimizer": args.optimizer, "lr": args.lr, "seed": args.seed}
         if opts:
             extra["optimizer_kwargs"] = opts
-        for req in ("dataset", "model", "optimizer"):
-            if (extra.get(req) if req == "optimizer" else getattr(args, req)) is None:
-                raise CLIError(f"--{req} is required (or --resume RUN_DIR)")
         config = _config_from_args(args, extra)
         _validate(config)
         out = args.out or (
@@ -455,11 +470,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(out)
         summary = _call_train(config, run_dir, resume=False)
     status = summary.get("status", "completed")
+    loss, wall = summary.get("final_train_loss"), summary.get("wall_time")
     print(
         f"{run_dir}: {status}; final test acc {_fmt_acc(summary.get('final_test_acc'))}, "
-        f"best {_fmt_acc(summary.get('best_test_acc'))}, "
-        f"final train loss {summary.get('final_train_loss', float('nan')):.4f}, "
-        f"{summary.get('wall_time', float('nan')):.1f} s"
+        f"best {_fmt_acc(summary.get('best_test_acc'))}, final train loss "
+        f"{f'{loss:.4f}' if isinstance(loss, (int, float)) else 'n/a'}, "
+        f"{f'{wall:.1f}' if isinstance(wall, (int, float)) else '?'} s"
     )
     if status == "failed":
         raise RunFailed(f"training failed: {summary.get('error', 'unknown error')}")
@@ -496,7 +512,16 @@ def _run_compare(
     workers: int, worker: int | None, threads: int | None, retry_failed: bool,
     plot: bool, write: bool, log_level: str,
 ) -> int:
-    from tamegrad.train.compare import run_grid, write_grid, write_results
+    from tamegrad.train.compare import (
+        check_existing_runs,
+        entry_config,
+        is_finished,
+        read_summary,
+        run_dir_for,
+        run_grid,
+        write_grid,
+        write_results,
+    )
 
     if workers < 1:
         raise CLIError(f"--workers must be >= 1, got {workers}")
@@ -505,11 +530,20 @@ def _run_compare(
     failed = 0
     try:
         if worker is None and workers > 1:
+            cells = [(e, s) for e in entries for s in seeds]
+            configs = [entry_config(base, e, s) for e, s in cells]
+            check_existing_runs(out_dir, cells, configs)
             write_grid(out_dir, base, entries, seeds)
-            per = threads or max(1, (os.cpu_count() or 1) // workers)
-            codes = _spawn_workers(out_dir, workers, per, log_level=log_level,
-                                   retry_failed=retry_failed)
-            failed = sum(1 for c in codes if c != 0)
+            todo = sum(
+                not is_finished(read_summary(run_dir_for(out_dir, e.label, s)), c, retry_failed)
+                for (e, s), c in zip(cells, configs)
+            )
+            n = min(workers, todo)  # no idle processes (none at all when everything is done)
+            if n > 0:
+                per = threads or max(1, _usable_cores() // n)
+                codes = _spawn_workers(out_dir, n, per, log_level=log_level,
+                                       retry_failed=retry_failed)
+                failed = sum(1 for c in codes if c != 0)
         else:
             _set_threads(threads)
             records = run_grid(base, entries, seeds, out_dir, worker=worker or 0,
@@ -526,8 +560,7 @@ def _run_compare(
         from tamegrad.train.plot import plot_runs
 
         try:
-            png = plot_runs(out_dir, out_dir / "curves.png",
-                            title=f"{base.dataset} / {base.model}, batch size {base.batch_size}")
+            png = plot_runs(out_dir, out_dir / "curves.png")
             print(f"wrote {out_dir / 'results.md'} and {png}")
         except FileNotFoundError as exc:
             log.warning("no figure: %s", exc)
@@ -550,9 +583,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not args.optimizers:
             raise CLIError("--optimizers SPEC [SPEC ...] is required (or --resume DIR)")
-        for req in ("dataset", "model"):
-            if getattr(args, req) is None:
-                raise CLIError(f"--{req} is required (or --resume DIR)")
         fields = config_fields()
         entries = [parse_spec(s, fields) for s in args.optimizers]
         seeds = list(args.seeds) if args.seeds else [0, 1, 2]
@@ -674,22 +704,15 @@ def _usable_cores() -> int:
 
 
 def demo_workers() -> int:
-    """Worker processes for the demo: 2 when two cores are usable and mostly idle, else 1.
+    """Worker processes for the demo: 2 when at least two cores are usable, else 1.
 
-    Each worker uses one thread (the demo's MLP is far too small for intra-op threads: one
-    process with 2 threads was ~8x slower than with 1 on a busy 2-core machine). Two single-thread
-    workers roughly halve the wall time on an idle 2-core machine, but when other processes
-    already keep the cores busy (1-min load average leaves < 1.5 cores free) the second process
-    only adds its start-up cost (~3 s of CPU to import torch), so one worker is used then.
+    Each worker uses one torch thread: the demo's MLP is far too small for intra-op threads (one
+    process with 2 threads was ~8x slower than with 1 on a busy 2-core machine). Measured on the
+    shared 2-core development machine (20 epochs x 3 seeds x 4 optimizers): 2 single-thread
+    workers 39-42 s vs 1 worker 61 s at light load, and about equal (31-40 s vs 31 s for a
+    6-epoch grid) when other processes already kept both cores busy, so 2 is the default.
     """
-    cores = _usable_cores()
-    if cores < 2:
-        return 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    return 2 if cores - load >= 1.5 else 1
+    return 2 if _usable_cores() >= 2 else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -392,6 +392,51 @@ def _checkpoint_exists(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.pt").is_file()
 
 
+def is_finished(summary: dict[str, Any] | None, config: TrainConfig, retry_failed: bool) -> bool:
+    """True when a cell needs no training: completed (all epochs), or failed and not retried."""
+    if not summary:
+        return False
+    status = summary.get("status")
+    if status == "failed":
+        return not retry_failed
+    if status != "completed":
+        return False
+    done = summary.get("epochs")
+    # A completed run with fewer epochs than asked (constant schedule only; others are refused
+    # by check_existing_runs) is extended by resuming it.
+    return not isinstance(done, int) or done >= config.epochs
+
+
+def check_existing_runs(
+    out_dir: Path, cells: Sequence[tuple[GridEntry, int]], configs: Sequence[TrainConfig]
+) -> None:
+    """Refuse (``ValueError``) a grid whose folders hold runs made with a different config.
+
+    Reusing them would silently mix configurations in one table; the differences allowed are
+    those ``train(resume=True)`` allows (device, data_dir, eval batch size, ...).
+    """
+    conflicts: list[str] = []
+    for (entry, seed), config in zip(cells, configs):
+        path = run_dir_for(out_dir, entry.label, seed) / "config.json"
+        if not path.is_file():
+            continue
+        try:
+            stored = config_from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, AttributeError) as exc:
+            conflicts.append(f"{path}: unreadable ({exc})")
+            continue
+        diffs = config.resume_differences(stored)
+        if diffs:
+            conflicts.append(f"{entry.label} seed {seed}: {'; '.join(diffs)}")
+    if conflicts:
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise ValueError(
+            f"{out_dir} already holds runs made with a different configuration: "
+            + " | ".join(conflicts[:3]) + more
+            + ". Use another output folder, or delete those runs to redo them"
+        )
+
+
 def run_grid(
     base_config: TrainConfig,
     entries: Sequence[GridEntry],
@@ -422,10 +467,11 @@ def run_grid(
         raise ValueError("a grid needs at least one entry and one seed")
     _check_labels(entries)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_grid(out, base_config, entries, seeds)
     cells = _cells(entries, seeds)
     configs = [entry_config(base_config, e, s) for e, s in cells]  # validate before training
+    check_existing_runs(out, cells, configs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_grid(out, base_config, entries, seeds)
 
     records: list[dict[str, Any]] = []
     for i in _order_for_worker(len(cells), worker, num_workers):
@@ -434,8 +480,7 @@ def run_grid(
         run_dir = run_dir_for(out, entry.label, seed)
         record: dict[str, Any] = {"label": entry.label, "seed": seed, "run_dir": str(run_dir)}
         summary = read_summary(run_dir)
-        status = summary.get("status") if summary else None
-        if status == "completed" or (status == "failed" and not retry_failed):
+        if is_finished(summary, config, retry_failed):
             records.append({**record, "action": "skipped", "summary": summary})
             continue
         if not try_claim(run_dir, out):
@@ -444,8 +489,7 @@ def run_grid(
         try:
             # Re-read after claiming: another worker may have finished it in between.
             summary = read_summary(run_dir)
-            status = summary.get("status") if summary else None
-            if status == "completed" or (status == "failed" and not retry_failed):
+            if is_finished(summary, config, retry_failed):
                 records.append({**record, "action": "skipped", "summary": summary})
                 continue
             # resume=True also starts from scratch when there is no checkpoint yet (and keeps

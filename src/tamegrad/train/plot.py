@@ -220,13 +220,26 @@ def plot_runs(
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False,
                    fontsize=9)
     band_text = "min–max" if band == "minmax" else "±1 std"
-    fig.suptitle(title or f"mean over seeds, shaded {band_text}", fontsize=11)
+    subtitle = f"mean over seeds, shaded {band_text}"
+    head = title or _default_title(paths)
+    fig.suptitle(f"{head} — {subtitle}" if head else subtitle, fontsize=11)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _default_title(paths: Sequence[Path | str]) -> str:
+    """``"<dataset> / <model>, batch size <b>"`` from a grid folder's base config, else ""."""
+    if len(paths) != 1:
+        return ""
+    try:
+        cfg = json.loads((Path(paths[0]) / GRID_FILE).read_text())["base_config"]
+        return f"{cfg['dataset']} / {cfg['model']}, batch size {cfg['batch_size']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _positive(groups: Sequence[_Group], key: str) -> bool:
