@@ -1,4 +1,4 @@
-"""Command-line interface: ``tamegrad {train,compare,plot,list,demo}``.
+"""Command-line interface: ``tamegrad {train,compare,plot,list,demo,reproduce}``.
 
 Examples::
 
@@ -335,6 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: 2 when >= 2 usable cores, else 1)")
     p.add_argument("--data-dir")
+
+    p = sub.add_parser(
+        "reproduce", parents=[common], help="run a named experiment suite (resumable)",
+        description="Run or continue a named, versioned experiment suite; finished runs are "
+                    "skipped, so a long grid can be completed over several sittings.",
+    )
+    p.add_argument("suite", help="suite name, e.g. tr-cifar10")
+    p.add_argument("--profile", default="smoke", help="smoke | cpu | full | full-short")
+    p.add_argument("--out", help="results folder (default results/<suite>-<profile>)")
+    p.add_argument("--seeds", nargs="+", type=int, help="override the profile's seeds")
+    p.add_argument("--only", nargs="+", metavar="LABEL",
+                   help="only entries whose label starts with one of these")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--worker", type=int, help="act only as worker K of --workers")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (default 1: results depend on it)")
+    p.add_argument("--data-dir", help="where the data set lives (default $TAMEGRAD_DATA)")
+    p.add_argument("--dataset", help="e.g. cifar10 for the official files instead of the JPEGs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--list", action="store_true", help="list suites and profiles, run nothing")
     return parser
 
 
@@ -530,7 +550,7 @@ def _run_compare(
     failed = 0
     try:
         if worker is None and workers > 1:
-            cells = [(e, s) for e in entries for s in seeds]
+            cells = [(e, s) for s in seeds for e in entries]
             configs = [entry_config(base, e, s) for e, s in cells]
             check_existing_runs(out_dir, cells, configs)
             write_grid(out_dir, base, entries, seeds)
@@ -672,14 +692,9 @@ DEMO_WIDTH = 128
 
 def demo_entries() -> list[GridEntry]:
     """The four demo optimizers with the paper's hyper-parameters."""
-    from tamegrad.train.compare import GridEntry
+    from tamegrad.reproduce import paper_entries
 
-    return [
-        GridEntry("SGD", "sgd", 0.1, {"momentum": 0.9}),
-        GridEntry("TRSGD", "trsgd", 0.1, {"momentum": 0.9, "lambda_w": 0.01}),
-        GridEntry("Adam", "adam", 1e-3, {}),
-        GridEntry("TRAdam", "tradam", 1e-3, {"lambda_w": 1e-4}),
-    ]
+    return paper_entries()
 
 
 def demo_config(epochs: int, model: str, data_dir: str | None) -> TrainConfig:
@@ -739,6 +754,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+# ----------------------------------------------------------------------------- reproduce
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``tamegrad reproduce SUITE --profile P``: a named suite on the resumable grid runner."""
+    from tamegrad.reproduce import SUITES, prepare_suite
+
+    if args.list:
+        for suite in SUITES.values():
+            print(f"{suite.name} (v{suite.version}): {suite.description}")
+            print(f"  profiles: {', '.join(suite.profiles)}")
+        return 0
+    overrides: dict[str, Any] = {}
+    for field_name in ("data_dir", "dataset", "device"):
+        if getattr(args, field_name) is not None:
+            overrides[field_name] = getattr(args, field_name)
+    out_dir = Path(args.out or f"results/{args.suite}-{args.profile}")
+    try:
+        base, entries, seeds = prepare_suite(
+            args.suite, args.profile, out_dir, seeds=args.seeds, only=args.only,
+            overrides=overrides,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    _validate(base, entries)
+    print(f"reproduce {args.suite} --profile {args.profile}: {len(entries)} configurations x "
+          f"{len(seeds)} seeds -> {out_dir}", flush=True)
+    return _run_compare(
+        base, entries, seeds, out_dir, workers=args.workers, worker=args.worker,
+        threads=args.threads, retry_failed=False, plot=True, write=True,
+        log_level=args.log_level,
+    )
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -773,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_epochs(args.log_level)
     handlers = {
         "train": cmd_train, "compare": cmd_compare, "plot": cmd_plot, "list": cmd_list,
-        "demo": cmd_demo,
+        "demo": cmd_demo, "reproduce": cmd_reproduce,
     }
     try:
         return handlers[args.command](args)

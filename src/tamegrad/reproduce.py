@@ -17,6 +17,7 @@ Suites:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,15 +53,24 @@ class Suite:
     profiles: dict[str, Callable[[], SuiteRun]] = field(default_factory=dict)
 
 
+def paper_entries() -> list[GridEntry]:
+    """The paper's four: SGD and TRSGD at lr 0.1 (momentum 0.9, lambda_w 0.01), Adam and TRAdam
+    at lr 1e-3 (lambda_w 1e-4), S = 10."""
+    sgd = {"momentum": 0.9}
+    return [
+        GridEntry("SGD", "sgd", 0.1, dict(sgd)),
+        GridEntry("TRSGD", "trsgd", 0.1, {**sgd, "lambda_w": 0.01, "inner_steps": 10}),
+        GridEntry("Adam", "adam", 1e-3),
+        GridEntry("TRAdam", "tradam", 1e-3, {"lambda_w": 1e-4, "inner_steps": 10}),
+    ]
+
+
 def _tr_cifar10_entries(accum_lr: float = 0.1) -> list[GridEntry]:
     sgd_lr, adam_lr = 0.1, 1e-3
     matched = TR_MEAN_STEP_MULTIPLIER
     sgd = {"momentum": 0.9}
     return [
-        GridEntry("SGD", "sgd", sgd_lr, dict(sgd)),
-        GridEntry("TRSGD", "trsgd", sgd_lr, {**sgd, "lambda_w": 0.01, "inner_steps": 10}),
-        GridEntry("Adam", "adam", adam_lr),
-        GridEntry("TRAdam", "tradam", adam_lr, {"lambda_w": 1e-4, "inner_steps": 10}),
+        *paper_entries(),
         GridEntry(f"SGD lr-matched ({sgd_lr * matched:.3g})", "sgd", sgd_lr * matched, dict(sgd)),
         GridEntry(f"Adam lr-matched ({adam_lr * matched:.3g})", "adam", adam_lr * matched),
         GridEntry(
@@ -162,28 +172,22 @@ def suite_run(name: str, profile: str) -> SuiteRun:
     return suite.profiles[profile]()
 
 
-def run_suite(
+def prepare_suite(
     name: str,
     profile: str,
     out_dir: Path | str,
     *,
     seeds: list[int] | None = None,
     only: list[str] | None = None,
-    worker: int = 0,
-    num_workers: int = 1,
     overrides: dict[str, Any] | None = None,
-    progress: bool | None = None,
-) -> str:
-    """Run (or continue) the suite's grid into ``out_dir``; write and return the results table.
+) -> tuple[TrainConfig, list[GridEntry], list[int]]:
+    """Resolve the grid of ``name``/``profile`` and stamp ``out_dir/suite.json``.
 
     ``seeds`` replaces the profile's seeds, ``only`` keeps the entries whose label starts with
-    one of the given strings, ``overrides`` changes base-config fields (e.g. ``data_dir``,
-    ``dataset="cifar10"`` for the official files). Finished runs are skipped, so calling it
-    again continues an interrupted grid; several workers may share one ``out_dir``.
+    one of the given strings, ``overrides`` changes base-config fields (e.g. ``data_dir``, or
+    ``dataset="cifar10"`` for the official files). Refuses a folder that holds another suite,
+    version or profile, so results are never mixed.
     """
-    from tamegrad.train.compare import run_grid, write_results
-    from tamegrad.train.plot import plot_runs
-
     spec = suite_run(name, profile)
     base = replace(spec.base, **(overrides or {}))
     entries = spec.entries
@@ -208,11 +212,36 @@ def run_suite(
             )
     else:
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    run_grid(base, entries, seeds if seeds is not None else spec.seeds, out,
-             worker=worker, num_workers=num_workers, progress=progress)
+    return base, entries, list(seeds if seeds is not None else spec.seeds)
+
+
+def run_suite(
+    name: str,
+    profile: str,
+    out_dir: Path | str,
+    *,
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+    worker: int = 0,
+    num_workers: int = 1,
+    overrides: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> str:
+    """Run (or continue) the suite's grid in this process; write and return the results table.
+
+    Finished runs are skipped, so calling it again continues an interrupted grid; several
+    workers may share one ``out_dir`` (see :func:`tamegrad.train.compare.run_grid`).
+    """
+    from tamegrad.train.compare import run_grid, write_results
+    from tamegrad.train.plot import plot_runs
+
+    base, entries, grid_seeds = prepare_suite(
+        name, profile, out_dir, seeds=seeds, only=only, overrides=overrides
+    )
+    out = Path(out_dir)
+    run_grid(base, entries, grid_seeds, out, worker=worker, num_workers=num_workers,
+             progress=progress)
     table = write_results(out)
-    try:
+    with contextlib.suppress(FileNotFoundError):  # nothing finished yet
         plot_runs(out, out / "curves.png", title=f"{name} ({profile})")
-    except FileNotFoundError:  # nothing finished yet
-        pass
     return table

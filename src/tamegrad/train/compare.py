@@ -379,7 +379,8 @@ def release_claim(run_dir: Path) -> None:
 
 
 def _cells(entries: Sequence[GridEntry], seeds: Sequence[int]) -> list[tuple[GridEntry, int]]:
-    return [(e, int(s)) for e in entries for s in seeds]
+    # seed-major: a partly finished grid has every configuration at the first seeds
+    return [(e, int(s)) for s in seeds for e in entries]
 
 
 def _order_for_worker(n: int, worker: int, num_workers: int) -> list[int]:
