@@ -238,7 +238,8 @@ def test_demo_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "curves.png").is_file() and (out / "results.md").is_file()
     cfg = json.loads((run_dir_for(out, "TRAdam", 0) / "config.json").read_text())
     assert (cfg["dataset"], cfg["batch_size"], cfg["lr"]) == ("digits", 8, 1e-3)
-    assert cfg["optimizer_kwargs"] == {"lambda_w": 1e-4} and cfg["weight_decay"] == 1e-4
+    assert cfg["optimizer_kwargs"] == {"lambda_w": 1e-4, "inner_steps": 10}
+    assert cfg["weight_decay"] == 1e-4
 
 
 def test_python_dash_m(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_momentum_free_pull_towards_anchor_is_independent_of_lr():
         with torch.no_grad():
             w.add_(1.0)  # gap 1.0 from the anchor
         opt.step()  # s = 1: pull by 2 * 0.05 / 2 = 0.05 of the gap
-        assert float(w) == pytest.approx(2.0 - 0.05, rel=1e-6)
+        assert float(w.detach()) == pytest.approx(2.0 - 0.05, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- paths
