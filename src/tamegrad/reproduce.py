@@ -13,14 +13,29 @@ Suites:
     paper lacks: lr-matched SGD and Adam (TR's mean inner step is H_10/10 = 0.293 of its nominal
     lr), SGD with gradient accumulation to an effective batch of 128 at batch-8 memory, and
     Lookahead(SGD).
+
+``gssgd-cifar10`` (v1)
+    The Generalized SignSGD paper's CIFAR-10 comparison (constant lr, weight decay 1e-4) with
+    ResNet-18 at the paper's batch 128 and at batch 8: GSSGD, Adam, SGD (Nesterov 0.9),
+    clipped SGD, clipped SGD with momentum and normalised SGD, each with a 3-point lr sweep
+    centred on the paper's tuned value (shifted by sqrt(8/128) = 1/4 at batch 8).
+
+``gssgd-shakespeare`` (v1)
+    The same six optimizers on a 2-layer character LSTM on Tiny Shakespeare (test bits per
+    character), batch 64 and 8, constant lr, sweeps centred on the paper's Penn Treebank values.
+
+See docs/GSSGD_EXPERIMENTS.md for the choices behind the two GSSGD suites.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +154,284 @@ def _tr_cifar10_gpu_hour() -> SuiteRun:
     )
 
 
+# ----------------------------------------------------------------------------- GSSGD suites
+
+#: Per-channel std of the Generalized SignSGD authors' CIFAR-10 loader (the true std of the
+#: training images; their mean is :data:`CIFAR10_MEAN`).
+GSSGD_CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+#: Learning rates of every sweep, as multiples of the family's (batch-shifted) centre.
+SWEEP_FACTORS = (1 / 3, 1.0, 3.0)
+
+#: Gradient-norm threshold of the "clipped momentum" entries (the trainer's ``clip_grad_norm``,
+#: applied to the raw gradient before SGD's momentum), as in the paper's CIFAR-10 command.
+CLIPPED_MOMENTUM_CLIP = 0.1
+
+
+@dataclass(frozen=True)
+class OptimizerFamily:
+    """One optimizer of the GSSGD comparison: everything fixed except the learning rate.
+
+    ``centre`` is the middle of the lr sweep at the suite's reference batch size;
+    ``optimizer_kwargs`` go to :func:`tamegrad.optim.create`; ``overrides`` are the
+    :class:`TrainConfig` changes the family needs (e.g. ``clip_grad_norm``).
+    """
+
+    name: str
+    optimizer: str
+    centre: float
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def round_lr(lr: float) -> float:
+    """``lr`` rounded to 3 significant digits, so that a label shows the exact value."""
+    return float(f"{lr:.3g}")
+
+
+def format_lr(lr: float) -> str:
+    """Short form for labels: ``2e-4``, ``1.67e-5``, ``0.07``, ``0.125``, ``50``."""
+    if 0.01 <= lr < 1000:
+        return f"{lr:.3g}"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def batch_lr_scale(batch_size: int, reference_batch: int) -> float:
+    """Shift of a sweep's centre for another batch size: ``sqrt(batch / reference)``.
+
+    The square-root rule (batch 128 -> 8 divides the centre by 4, 64 -> 8 by 2.83) sits between
+    the linear rule usually quoted for SGD and no change, which is close to right for the
+    normalised and sign-like methods; the 9x-wide sweep around it covers both.
+    """
+    return math.sqrt(batch_size / reference_batch)
+
+
+def lr_sweep(centre: float, factors: tuple[float, ...] = SWEEP_FACTORS) -> list[float]:
+    """The sweep's learning rates: ``centre * f`` for each factor, rounded by :func:`round_lr`."""
+    return [round_lr(centre * f) for f in factors]
+
+
+def sweep_entries(
+    families: list[OptimizerFamily], batch_sizes: tuple[int, ...], reference_batch: int
+) -> list[GridEntry]:
+    """Grid entries ``family x batch size x lr``, labelled ``"<family> lr=<lr> b<batch>"``.
+
+    Each family's centre is shifted by :func:`batch_lr_scale` for every batch size, then swept
+    by :data:`SWEEP_FACTORS`. The batch size is an entry override, so both batch sizes share one
+    grid, one results table and one figure. Order: batch size, family, increasing lr.
+    """
+    entries: list[GridEntry] = []
+    for batch in batch_sizes:
+        scale = batch_lr_scale(batch, reference_batch)
+        for fam in families:
+            for lr in lr_sweep(fam.centre * scale):
+                entries.append(
+                    GridEntry(
+                        f"{fam.name} lr={format_lr(lr)} b{batch}",
+                        fam.optimizer,
+                        lr,
+                        dict(fam.optimizer_kwargs),
+                        overrides={**fam.overrides, "batch_size": batch},
+                    )
+                )
+    return entries
+
+
+def gssgd_families(
+    *,
+    gssgd: float,
+    adam: float,
+    sgd: float,
+    clipped_sgd: float,
+    clipped_sgd_max_norm: float,
+    clipped_momentum: float,
+    normalized_sgd: float,
+) -> list[OptimizerFamily]:
+    """The paper's six optimizers with the given lr centres (as in the authors' commands).
+
+    * GSSGD and Adam: betas (0.9, 0.999), eps 1e-8 (no bias correction for GSSGD).
+    * SGD: Nesterov momentum 0.9.
+    * Clipped SGD: ``clipped-sgd`` without momentum, gradient clipped to global norm
+      ``clipped_sgd_max_norm``. The authors' clipping parameter gamma bounds the STEP
+      (``step = min(lr, gamma/||g||) * g``), which is exactly clipping the gradient to
+      ``gamma / lr`` before an lr step: pass ``gamma / lr`` of their tuned pair.
+    * Clipped momentum: ``sgd`` with Nesterov momentum 0.9 and the trainer's ``clip_grad_norm``
+      = :data:`CLIPPED_MOMENTUM_CLIP` on the raw gradient, before the (un-averaged) momentum.
+      Not the authors' algorithm (they clip the Nesterov direction after the momentum), so
+      their lr does not carry over: see ``docs/GSSGD_EXPERIMENTS.md`` for the centre.
+    * Normalised SGD: ``normalized-sgd`` with heavy-ball momentum 0.9 (step of length lr).
+    """
+    adaptive = {"betas": (0.9, 0.999), "eps": 1e-8}
+    nesterov = {"momentum": 0.9, "nesterov": True}
+    return [
+        OptimizerFamily("GSSGD", "gssgd", gssgd, dict(adaptive)),
+        OptimizerFamily("Adam", "adam", adam, dict(adaptive)),
+        OptimizerFamily("SGD", "sgd", sgd, dict(nesterov)),
+        OptimizerFamily(
+            f"Clipped SGD c={clipped_sgd_max_norm:g}",
+            "clipped-sgd",
+            clipped_sgd,
+            {"momentum": 0.0, "max_norm": clipped_sgd_max_norm},
+        ),
+        OptimizerFamily(
+            f"Clipped momentum c={CLIPPED_MOMENTUM_CLIP:g}",
+            "sgd",
+            clipped_momentum,
+            dict(nesterov),
+            {"clip_grad_norm": CLIPPED_MOMENTUM_CLIP},
+        ),
+        OptimizerFamily("Normalized SGD", "normalized-sgd", normalized_sgd, {"momentum": 0.9}),
+    ]
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A profile as data: changes to the suite's base config, seeds and a note."""
+
+    changes: dict[str, Any]
+    seeds: tuple[int, ...]
+    notes: str
+
+
+def _profile_run(
+    base: Callable[[], TrainConfig],
+    entries: Callable[[], list[GridEntry]],
+    spec: ProfileSpec,
+) -> SuiteRun:
+    changes = copy.deepcopy(spec.changes)  # no dict shared between the configs it builds
+    return SuiteRun(replace(base(), **changes), entries(), list(spec.seeds), spec.notes)
+
+
+def profiles_from_specs(
+    base: Callable[[], TrainConfig],
+    entries: Callable[[], list[GridEntry]],
+    specs: dict[str, ProfileSpec],
+) -> dict[str, Callable[[], SuiteRun]]:
+    """``Suite.profiles`` for a suite whose profiles differ only in base config and seeds."""
+    return {name: partial(_profile_run, base, entries, spec) for name, spec in specs.items()}
+
+
+#: Reference batch size of the CIFAR-10 suite (the paper's) and the batch sizes it runs.
+GSSGD_CIFAR10_BATCHES = (128, 8)
+
+
+def gssgd_cifar10_families() -> list[OptimizerFamily]:
+    """The paper's tuned CIFAR-10 values (batch 128) as centres."""
+    return gssgd_families(
+        gssgd=2e-4,
+        adam=9e-4,
+        sgd=0.07,
+        clipped_sgd=0.5,
+        clipped_sgd_max_norm=2.0,  # the authors' gamma = 1 at lr 0.5
+        clipped_momentum=0.3,  # step length matched to the authors' gamma = 0.1 (see docs)
+        normalized_sgd=0.1,
+    )
+
+
+def _gssgd_cifar10_entries() -> list[GridEntry]:
+    return sweep_entries(gssgd_cifar10_families(), GSSGD_CIFAR10_BATCHES, GSSGD_CIFAR10_BATCHES[0])
+
+
+def _gssgd_cifar10_base() -> TrainConfig:
+    return TrainConfig(
+        dataset="cifar10-jpeg",
+        model="resnet18",
+        width=64,
+        batch_size=GSSGD_CIFAR10_BATCHES[0],  # every entry sets its own batch size
+        weight_decay=1e-4,
+        schedule="constant",
+        epochs=164,
+        augment=True,
+        norm_mean=CIFAR10_MEAN,
+        norm_std=GSSGD_CIFAR10_STD,
+        eval_batch_size=500,
+    )
+
+
+_GSSGD_CIFAR10_PROFILES = {
+    "smoke": ProfileSpec(
+        {"width": 4, "epochs": 2, "train_subset": 256, "limit_train_batches": 4,
+         "device": "cpu"},
+        (0,),
+        "keeps the suite working (CI): 2 x (2 or 4) steps per configuration; numbers are noise",
+    ),
+    "cpu": ProfileSpec(
+        {"width": 16, "epochs": 5, "train_subset": 10_000, "device": "cpu"},
+        (0,),
+        "ResNet-18 width 16, 10,000 training images (class-balanced), 5 epochs, full test set, "
+        "one seed per sweep point: about 2.5 h on 2 cores with --workers 2",
+    ),
+    "full": ProfileSpec(
+        {},
+        (0, 1, 2),
+        "the paper's protocol with ResNet-18 (width 64): 50,000 images, 164 epochs, constant lr "
+        "(GPU)",
+    ),
+}
+
+
+#: Reference batch size of the Shakespeare suite and the batch sizes it runs.
+GSSGD_SHAKESPEARE_BATCHES = (64, 8)
+
+
+def gssgd_shakespeare_families() -> list[OptimizerFamily]:
+    """Centres from the paper's Penn Treebank LSTM commands (batch 40, used as-is at 64)."""
+    return gssgd_families(
+        gssgd=1e-3,
+        adam=2e-3,
+        sgd=1.0,
+        clipped_sgd=50.0,
+        clipped_sgd_max_norm=0.2,  # the authors' gamma = 10 at lr 50
+        clipped_momentum=8.0,  # step length matched to the authors' gamma = 2.5 (see docs)
+        normalized_sgd=2.0,
+    )
+
+
+def _gssgd_shakespeare_entries() -> list[GridEntry]:
+    return sweep_entries(gssgd_shakespeare_families(), GSSGD_SHAKESPEARE_BATCHES, GSSGD_SHAKESPEARE_BATCHES[0])
+
+
+def _gssgd_shakespeare_base() -> TrainConfig:
+    return TrainConfig(
+        dataset="tinyshakespeare",
+        model="char-lstm",
+        width=512,
+        model_options={"num_layers": 2, "dropout": 0.2},
+        batch_size=GSSGD_SHAKESPEARE_BATCHES[0],  # every entry sets its own batch size
+        seq_len=128,
+        weight_decay=0.0,
+        schedule="constant",
+        epochs=20,
+        augment=False,
+        eval_batch_size=256,
+    )
+
+
+_GSSGD_SHAKESPEARE_PROFILES = {
+    "smoke": ProfileSpec(
+        {"width": 32, "model_options": {"num_layers": 2, "dropout": 0.0}, "seq_len": 32,
+         "epochs": 2, "train_subset": 256, "limit_train_batches": 4, "device": "cpu"},
+        (0,),
+        "keeps the suite working (CI): hidden 32, 2 x 4 steps per configuration; numbers are "
+        "noise",
+    ),
+    "cpu": ProfileSpec(
+        {"width": 256, "model_options": {"num_layers": 2, "dropout": 0.0}, "seq_len": 64,
+         "epochs": 4, "device": "cpu"},
+        (0,),
+        "2-layer LSTM, hidden 256, windows of 64 characters, the whole training split, 4 "
+        "epochs, one seed per sweep point: about 2.3 h on 2 cores with --workers 2",
+    ),
+    "full": ProfileSpec(
+        {},
+        (0, 1, 2),
+        "2-layer LSTM, hidden 512, dropout 0.2, windows of 128 characters, 20 epochs (GPU)",
+    ),
+}
+
+
 SUITES: dict[str, Suite] = {
     "tr-cifar10": Suite(
         "tr-cifar10",
@@ -151,6 +444,22 @@ SUITES: dict[str, Suite] = {
             "full": _tr_cifar10_full,
             "full-short": _tr_cifar10_gpu_hour,
         },
+    ),
+    "gssgd-cifar10": Suite(
+        "gssgd-cifar10",
+        1,
+        "Generalized SignSGD vs Adam, SGD, clipped SGD (+momentum), normalised SGD on CIFAR-10 "
+        "at batch 128 and 8, constant lr, 3-point lr sweeps",
+        profiles_from_specs(_gssgd_cifar10_base, _gssgd_cifar10_entries, _GSSGD_CIFAR10_PROFILES),
+    ),
+    "gssgd-shakespeare": Suite(
+        "gssgd-shakespeare",
+        1,
+        "the same six optimizers on a 2-layer char-LSTM on Tiny Shakespeare (test bits per "
+        "character) at batch 64 and 8, constant lr, 3-point lr sweeps",
+        profiles_from_specs(
+            _gssgd_shakespeare_base, _gssgd_shakespeare_entries, _GSSGD_SHAKESPEARE_PROFILES
+        ),
     ),
 }
 
