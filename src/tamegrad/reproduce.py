@@ -313,7 +313,7 @@ def profiles_from_specs(
     return {name: partial(_profile_run, base, entries, spec) for name, spec in specs.items()}
 
 
-#: Reference batch size of the CIFAR-10 suite (the paper's) and the batch sizes it runs.
+#: Batch sizes of the CIFAR-10 suite; the first (the paper's) is the reference of the sweeps.
 GSSGD_CIFAR10_BATCHES = (128, 8)
 
 
@@ -331,7 +331,8 @@ def gssgd_cifar10_families() -> list[OptimizerFamily]:
 
 
 def _gssgd_cifar10_entries() -> list[GridEntry]:
-    return sweep_entries(gssgd_cifar10_families(), GSSGD_CIFAR10_BATCHES, GSSGD_CIFAR10_BATCHES[0])
+    batches = GSSGD_CIFAR10_BATCHES
+    return sweep_entries(gssgd_cifar10_families(), batches, reference_batch=batches[0])
 
 
 def _gssgd_cifar10_base() -> TrainConfig:
@@ -372,7 +373,7 @@ _GSSGD_CIFAR10_PROFILES = {
 }
 
 
-#: Reference batch size of the Shakespeare suite and the batch sizes it runs.
+#: Batch sizes of the Shakespeare suite; the first is the reference of the sweeps.
 GSSGD_SHAKESPEARE_BATCHES = (64, 8)
 
 
@@ -390,7 +391,8 @@ def gssgd_shakespeare_families() -> list[OptimizerFamily]:
 
 
 def _gssgd_shakespeare_entries() -> list[GridEntry]:
-    return sweep_entries(gssgd_shakespeare_families(), GSSGD_SHAKESPEARE_BATCHES, GSSGD_SHAKESPEARE_BATCHES[0])
+    batches = GSSGD_SHAKESPEARE_BATCHES
+    return sweep_entries(gssgd_shakespeare_families(), batches, reference_batch=batches[0])
 
 
 def _gssgd_shakespeare_base() -> TrainConfig:
