@@ -20,7 +20,6 @@ import io
 import multiprocessing as mp
 import os
 import tarfile
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from tamegrad._atomic import atomic_write
 
 from .base import (
     Dataset,
@@ -262,14 +263,7 @@ def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
 def _write_cache(path: Path, content: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(content, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda f: torch.save(content, f))
     except OSError as e:
         warnings.warn(f"could not write image cache {path} ({e}); continuing without", stacklevel=3)
 

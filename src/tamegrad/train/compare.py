@@ -31,13 +31,13 @@ import os
 import re
 import socket
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tamegrad._atomic import atomic_write_text
 from tamegrad.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -189,21 +189,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a unique temp file + ``os.replace`` (never torn)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------- grid file
 
 
@@ -224,7 +209,7 @@ def write_grid(
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             return path  # unchanged (e.g. a worker re-reading the grid it continues)
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path
 
 
@@ -690,7 +675,7 @@ def write_results(out_dir: Path | str) -> str:
         "Mean ± sample std over completed seeds (n = completed/expected).\n\n"
         f"{table}\n"
     )
-    _atomic_write_text(out / "results.md", text)
+    atomic_write_text(out / "results.md", text)
     payload = {"base_config": cfg, "seeds": seeds, "rows": _jsonable(rows)}
-    _atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
     return text
