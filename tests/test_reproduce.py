@@ -37,6 +37,27 @@ def test_tr_cifar10_profiles_follow_the_issue():
     assert any(e.optimizer == "lookahead" for e in cpu.entries)
 
 
+def test_tr_search_varies_one_axis_at_a_time_on_the_cpu_base():
+    search = suite_run("tr-cifar10-search", "cpu")
+    main = suite_run("tr-cifar10", "cpu")
+    assert search.base == main.base and search.seeds == [0]
+    paper = {"lr": 0.1, "lambda_w": 0.01, "inner_steps": 10, "inner_decay": True}
+    matched_lr = next(e.lr for e in main.entries if e.label.startswith("SGD lr-matched"))
+    for entry in search.entries:
+        assert entry.optimizer == "trsgd" and entry.optimizer_kwargs["momentum"] == 0.9
+        setting = {"lr": entry.lr, "inner_decay": True, **entry.optimizer_kwargs}
+        changed = {k for k, v in paper.items() if setting[k] != v}
+        if setting["inner_decay"]:
+            assert len(changed) == 1, entry.label  # one axis at a time
+        else:  # TR's pull without the step-size cycle, at the lr-matched control's lr
+            assert setting["lr"] == matched_lr
+            assert setting["lambda_w"] == pytest.approx(0.1 * matched_lr)
+    labels = [e.label for e in search.entries]
+    assert len(set(labels)) == len(labels)
+    # every label selects exactly itself with --only (prefix match)
+    assert all(sum(other.startswith(label) for other in labels) == 1 for label in labels)
+
+
 def test_unknown_suite_and_profile_name_the_valid_ones():
     with pytest.raises(ValueError, match="tr-cifar10"):
         suite_run("nope", "cpu")

@@ -14,6 +14,11 @@ Suites:
     lr), SGD with gradient accumulation to an effective batch of 128 at batch-8 memory, and
     Lookahead(SGD).
 
+``tr-cifar10-search`` (v1)
+    The search for a TR setting that beats the best control of ``tr-cifar10``: five TRSGD
+    settings (lambda_w, S, inner decay on/off) on the same base config, tuned on seed 0; the
+    best one is then run on the held-out seeds 1 and 2 (``--seeds 1 2 --only LABEL``).
+
 ``gssgd-cifar10`` (v1)
     The Generalized SignSGD paper's CIFAR-10 comparison (constant lr, weight decay 1e-4) with
     ResNet-18 at the paper's batch 128 and at batch 8: GSSGD, Adam, SGD (Nesterov 0.9),
@@ -151,6 +156,45 @@ def _tr_cifar10_gpu_hour() -> SuiteRun:
         entries=_tr_cifar10_entries(),
         seeds=[0],
         notes="a shortened full profile that fits about an hour of one GPU",
+    )
+
+
+def tr_search_entries() -> list[GridEntry]:
+    """The TRSGD settings tried against the best ``tr-cifar10`` control (lr-matched SGD).
+
+    One axis at a time around the paper's setting (lr 0.1, lambda_w 0.01, S 10, inner decay on,
+    which ``tr-cifar10`` already runs): the pull strength (lambda_w 1e-3, 3e-2), the cycle
+    length (S 5, 20: mean inner step 0.457 and 0.180 of lr), and inner decay off at the
+    lr-matched lr with the paper's lambda_w / lr ratio (TR's pull without its step-size cycle).
+    """
+    sgd = {"momentum": 0.9}
+    matched = 0.1 * TR_MEAN_STEP_MULTIPLIER  # the lr of tr-cifar10's "SGD lr-matched"
+
+    def tr(label: str, lr: float, **hp: Any) -> GridEntry:
+        return GridEntry(f"TRSGD {label}", "trsgd", lr, {**sgd, "inner_steps": 10,
+                                                          "lambda_w": 0.01, **hp})
+
+    return [
+        tr("lw=1e-3", 0.1, lambda_w=1e-3),
+        tr("lw=3e-2", 0.1, lambda_w=3e-2),
+        tr("S=5", 0.1, inner_steps=5),
+        tr("S=20", 0.1, inner_steps=20),
+        tr(f"no-decay lr={matched:.3g} lw={0.1 * matched:.3g}", matched,
+           lambda_w=0.1 * matched, inner_decay=False),
+    ]
+
+
+def _tr_search_smoke() -> SuiteRun:
+    return replace(_tr_cifar10_smoke(), entries=tr_search_entries())
+
+
+def _tr_search_cpu() -> SuiteRun:
+    return SuiteRun(
+        base=_tr_cifar10_cpu().base,
+        entries=tr_search_entries(),
+        seeds=[0],
+        notes="the tr-cifar10 cpu base config; tuning seed 0 (held-out seeds 1 and 2 are run "
+        "for the selected entry only, with --seeds 1 2 --only LABEL)",
     )
 
 
@@ -446,6 +490,13 @@ SUITES: dict[str, Suite] = {
             "full": _tr_cifar10_full,
             "full-short": _tr_cifar10_gpu_hour,
         },
+    ),
+    "tr-cifar10-search": Suite(
+        "tr-cifar10-search",
+        1,
+        "TRSGD settings (lambda_w, S, inner decay) searched on seed 0 against the best "
+        "tr-cifar10 control, the selected one evaluated on held-out seeds",
+        {"smoke": _tr_search_smoke, "cpu": _tr_search_cpu},
     ),
     "gssgd-cifar10": Suite(
         "gssgd-cifar10",
