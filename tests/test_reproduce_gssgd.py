@@ -244,3 +244,10 @@ def test_shakespeare_smoke_reports_bits_per_character(tmp_path: Path) -> None:
         bpc = r["final_test_bpc_mean"]
         # 65 characters: a uniform guess costs log2(65) = 6.02 bits
         assert bpc is not None and 0 < bpc < 7
+    best = (out / "best.md").read_text()
+    for family in ("GSSGD", "Clipped SGD c=0.2", "Normalized SGD"):
+        assert f"| {family} |" in best
+    # --only ran one lr per family: a one-point "sweep" is never flagged as at its edge
+    assert "| 64 | GSSGD | 0.001 |" in best and "edge" not in best.split("\n\n", 2)[2]
+    assert {p.name for p in out.glob("best_curves_b*.png")} == {
+        "best_curves_b64.png", "best_curves_b8.png"}

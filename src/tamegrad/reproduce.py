@@ -596,6 +596,7 @@ def run_suite(
     """
     from tamegrad.train.compare import run_grid, write_results
     from tamegrad.train.plot import plot_runs
+    from tamegrad.train.sweep import plot_best, write_best
 
     base, entries, grid_seeds = prepare_suite(
         name, profile, out_dir, seeds=seeds, only=only, overrides=overrides
@@ -606,4 +607,6 @@ def run_suite(
     table = write_results(out)
     with contextlib.suppress(FileNotFoundError):  # nothing finished yet
         plot_runs(out, out / "curves.png", title=f"{name} ({profile})")
+        if write_best(out) is not None:  # a learning-rate sweep: best lr per family
+            plot_best(out, f"{name} ({profile})")
     return table

@@ -1,0 +1,180 @@
+"""Reading a learning-rate sweep: the best learning rate of each optimizer family.
+
+A sweep grid labels its entries ``"<family> lr=<lr> b<batch>"`` (see
+:func:`tamegrad.reproduce.sweep_entries`). Comparing optimizers fairly means comparing each
+family at its own best learning rate, per batch size, and flagging a best that sits at the edge
+of its sweep: there the sweep did not bracket the optimum and the family may be under-rated.
+
+The selection uses the grid's own test metric (final test accuracy, or final test bits per
+character for text), so with one seed it is optimistic for every family alike; confirm a close
+call by rerunning the selected entries with more seeds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tamegrad._atomic import atomic_write_text
+
+from .compare import run_dir_for, summarize
+
+_SWEEP_LABEL = re.compile(r"^(?P<family>.+) lr=(?P<lr>\S+) b(?P<batch>\d+)$")
+
+
+@dataclass(frozen=True)
+class SweepLabel:
+    family: str
+    lr: float
+    batch_size: int
+
+
+def parse_sweep_label(label: str) -> SweepLabel | None:
+    """``"GSSGD lr=2e-4 b128"`` -> ``SweepLabel("GSSGD", 2e-4, 128)``; None for other labels."""
+    match = _SWEEP_LABEL.match(label)
+    if match is None:
+        return None
+    try:
+        lr = float(match["lr"])
+    except ValueError:
+        return None
+    return SweepLabel(match["family"], lr, int(match["batch"]))
+
+
+def is_sweep(rows: Sequence[dict[str, Any]]) -> bool:
+    """True when every row's label is a sweep label."""
+    return bool(rows) and all(parse_sweep_label(r["label"]) is not None for r in rows)
+
+
+def _metric(rows: Sequence[dict[str, Any]]) -> tuple[str, bool]:
+    """``(metric key, higher is better)``: test bpc for text grids, else final test accuracy."""
+    if any(r.get("final_test_bpc_values") for r in rows):
+        return "final_test_bpc", False
+    return "final_test_acc", True
+
+
+def best_per_family(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each (batch size, family): the sweep point with the best mean test metric.
+
+    Returns rows in grid order of first appearance with keys ``batch_size, family, metric,
+    higher_is_better, best_label, best_lr, lrs`` (the family's swept lrs, ascending), ``n``
+    (seeds behind the best), ``mean, std``, ``at_edge`` (best lr is the lowest or highest of
+    the sweep), ``complete`` (every sweep point has at least one finished seed) and
+    ``diverged`` (labels of points with no finite metric although finished).
+    """
+    metric, higher = _metric(rows)
+    groups: dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]] = {}
+    for row in rows:
+        parsed = parse_sweep_label(row["label"])
+        if parsed is None:
+            raise ValueError(f"not a sweep label: {row['label']!r} (expected '<family> lr=<lr> "
+                             "b<batch>')")
+        groups.setdefault((parsed.batch_size, parsed.family), []).append((parsed, row))
+    out: list[dict[str, Any]] = []
+    for (batch, family), points in groups.items():
+        lrs = sorted(p.lr for p, _ in points)
+        scored = [(p, r) for p, r in points if r.get(f"{metric}_mean") is not None]
+        diverged = [r["label"] for p, r in points
+                    if r["n"] > 0 and r.get(f"{metric}_mean") is None]
+        entry: dict[str, Any] = {
+            "batch_size": batch, "family": family, "metric": metric,
+            "higher_is_better": higher, "lrs": lrs,
+            "complete": all(r["n"] > 0 for _, r in points), "diverged": diverged,
+            "best_label": None, "best_lr": None, "n": 0, "mean": None, "std": None,
+            "at_edge": None,
+        }
+        if scored:
+            sign = 1.0 if higher else -1.0
+            best_p, best_r = max(scored, key=lambda pr: sign * pr[1][f"{metric}_mean"])
+            entry.update(
+                best_label=best_r["label"], best_lr=best_p.lr, n=best_r["n"],
+                mean=best_r[f"{metric}_mean"], std=best_r[f"{metric}_std"],
+                at_edge=len(lrs) > 1 and best_p.lr in (lrs[0], lrs[-1]),
+            )
+        out.append(entry)
+    return out
+
+
+def format_best_table(best: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one line per (batch size, family), best first within each batch size."""
+    if not best:
+        return ""
+    metric = best[0]["metric"]
+    acc = metric == "final_test_acc"
+    head = "final test acc (%)" if acc else "final test bpc"
+    lines = [f"| batch | family | best lr | {head} | n | swept lrs | note |",
+             "|---|---|---|---|---|---|---|"]
+    batches = list(dict.fromkeys(b["batch_size"] for b in best))
+    for batch in batches:
+        rows = [b for b in best if b["batch_size"] == batch]
+        sign = -1.0 if rows[0]["higher_is_better"] else 1.0
+        rows.sort(key=lambda b: (b["mean"] is None, sign * (b["mean"] or 0.0)))
+        for b in rows:
+            if b["mean"] is None:
+                value = "–"
+            else:
+                scale, digits = (100.0, 2) if acc else (1.0, 3)
+                value = f"{b['mean'] * scale:.{digits}f}"
+                if b["std"] is not None:
+                    value += f" ± {b['std'] * scale:.{digits}f}"
+            notes = []
+            if b["at_edge"]:
+                notes.append("at the edge of the sweep")
+            if not b["complete"]:
+                notes.append("sweep incomplete")
+            if b["diverged"]:
+                notes.append(f"{len(b['diverged'])} lr(s) diverged")
+            lrs = ", ".join(f"{lr:g}" for lr in b["lrs"])
+            best_lr = "–" if b["best_lr"] is None else f"{b['best_lr']:g}"
+            lines.append(f"| {batch} | {b['family']} | {best_lr} | {value} | {b['n']} | {lrs} "
+                         f"| {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def write_best(out_dir: Path | str) -> str | None:
+    """Write ``best.md`` for a sweep grid in ``out_dir``; None (nothing written) otherwise."""
+    out = Path(out_dir)
+    rows = summarize(out)
+    if not is_sweep(rows):
+        return None
+    best = best_per_family(rows)
+    text = (
+        f"# Best learning rate per family: {out.name}\n\n"
+        "Each family at the sweep point with the best mean final test metric, per batch size "
+        "(selected on the test set itself: optimistic alike for every family; confirm close "
+        "calls with more seeds). 'At the edge' means the best lr is the lowest or highest "
+        "swept, so the sweep may not bracket the optimum.\n\n"
+        f"{format_best_table(best)}\n"
+    )
+    atomic_write_text(out / "best.md", text)
+    return text
+
+
+def best_run_dirs(out_dir: Path | str) -> dict[int, list[Path]]:
+    """Per batch size, the run folders of every family's best sweep point (finished seeds)."""
+    out = Path(out_dir)
+    rows = summarize(out)
+    dirs: dict[int, list[Path]] = {}
+    by_label = {r["label"]: r for r in rows}
+    for b in best_per_family(rows):
+        if b["best_label"] is not None:
+            seeds = by_label[b["best_label"]]["completed_seeds"]
+            dirs.setdefault(b["batch_size"], []).extend(
+                run_dir_for(out, b["best_label"], s) for s in seeds
+            )
+    return dirs
+
+
+def plot_best(out_dir: Path | str, title: str) -> list[Path]:
+    """``best_curves_b<batch>.png`` per batch size: each family at its best lr."""
+    from .plot import plot_runs
+
+    out = Path(out_dir)
+    return [
+        plot_runs(dirs, out / f"best_curves_b{batch}.png", title=f"{title}, batch {batch}, "
+                  "best lr per family")
+        for batch, dirs in best_run_dirs(out).items()
+    ]

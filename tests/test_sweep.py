@@ -1,0 +1,79 @@
+"""Reading a learning-rate sweep (tamegrad.train.sweep): best lr per family, edges, gaps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tamegrad.train.sweep import (
+    SweepLabel,
+    best_per_family,
+    format_best_table,
+    is_sweep,
+    parse_sweep_label,
+)
+
+
+def _row(label: str, values: list[float], key: str = "final_test_acc") -> dict[str, Any]:
+    import statistics
+
+    mean = statistics.fmean(values) if values else None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"label": label, "n": len(values), f"{key}_mean": mean, f"{key}_std": std,
+            f"{key}_values": values}
+
+
+def test_parse_sweep_label():
+    assert parse_sweep_label("GSSGD lr=2e-4 b128") == SweepLabel("GSSGD", 2e-4, 128)
+    parsed = parse_sweep_label("Clipped SGD c=2 lr=0.167 b8")
+    assert parsed is not None
+    assert (parsed.family, parsed.lr, parsed.batch_size) == ("Clipped SGD c=2", 0.167, 8)
+    assert parse_sweep_label("TRSGD") is None
+    assert parse_sweep_label("SGD lr=abc b8") is None
+
+
+def test_best_lr_per_family_and_batch_with_edge_flag():
+    rows = [
+        _row("A lr=0.1 b128", [0.50]), _row("A lr=0.3 b128", [0.60]),
+        _row("A lr=0.9 b128", [0.55]),
+        _row("B lr=1 b128", [0.40]), _row("B lr=3 b128", [0.45]), _row("B lr=9 b128", [0.70]),
+        _row("A lr=0.025 b8", [0.30, 0.34]), _row("A lr=0.075 b8", []),
+        _row("A lr=0.225 b8", [0.20]),
+    ]
+    assert is_sweep(rows)
+    best = {(b["batch_size"], b["family"]): b for b in best_per_family(rows)}
+    a128, b128, a8 = best[(128, "A")], best[(128, "B")], best[(8, "A")]
+    assert (a128["best_lr"], a128["mean"], a128["at_edge"]) == (0.3, 0.60, False)
+    assert (b128["best_lr"], b128["at_edge"]) == (9.0, True)  # optimum not bracketed
+    assert a8["best_lr"] == 0.025 and a8["n"] == 2 and a8["mean"] == pytest.approx(0.32)
+    assert a8["complete"] is False and a8["lrs"] == [0.025, 0.075, 0.225]
+    table = format_best_table(list(best.values()))
+    lines = table.splitlines()
+    # within batch 128, the better family comes first
+    assert lines.index(next(x for x in lines if "| 128 | B |" in x)) < lines.index(
+        next(x for x in lines if "| 128 | A |" in x))
+    assert "at the edge of the sweep" in next(x for x in lines if "| 128 | B |" in x)
+    assert "sweep incomplete" in next(x for x in lines if "| 8 | A |" in x)
+    assert "32.00 ± 2.83" in table
+
+
+def test_lower_is_better_for_bits_per_character_and_divergence_is_reported():
+    rows = [
+        _row("L lr=1 b8", [2.1], "final_test_bpc"),
+        _row("L lr=3 b8", [1.9], "final_test_bpc"),
+        {"label": "L lr=9 b8", "n": 1, "final_test_bpc_mean": None,
+         "final_test_bpc_std": None, "final_test_bpc_values": []},
+    ]
+    (best,) = best_per_family(rows)
+    assert best["metric"] == "final_test_bpc" and best["higher_is_better"] is False
+    assert best["best_lr"] == 3.0 and best["at_edge"] is False
+    assert best["diverged"] == ["L lr=9 b8"]
+    assert "1.900" in format_best_table([best]) and "diverged" in format_best_table([best])
+
+
+def test_non_sweep_labels_are_refused():
+    rows = [_row("SGD", [0.5])]
+    assert not is_sweep(rows)
+    with pytest.raises(ValueError, match="not a sweep label"):
+        best_per_family(rows)
