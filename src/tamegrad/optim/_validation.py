@@ -57,6 +57,15 @@ def check_betas(value: object, name: str = "betas") -> tuple[float, float]:
     return b1, b2
 
 
+def check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
+    """``value`` must be a bool (or None when ``allow_none``): ``1`` or ``"yes"`` is refused."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, bool):
+        expected = "True, False or None" if allow_none else "True or False"
+        raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
+
+
 def check_int_at_least(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {minimum})")

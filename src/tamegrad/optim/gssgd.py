@@ -43,20 +43,13 @@ from torch.optim.optimizer import (
 
 from tamegrad.optim._validation import (
     check_betas,
+    check_flag,
     check_no_sparse,
     check_nonnegative,
     check_positive,
 )
 
 __all__ = ["GeneralizedSignSGD", "gssgd", "max_coordinate_step", "register_all"]
-
-
-def _check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, bool):
-        expected = "True, False or None" if allow_none else "True or False"
-        raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
 
 
 class GeneralizedSignSGD(Optimizer):
@@ -205,8 +198,8 @@ def _validate_group(group: dict[str, Any]) -> None:
     group["eps"] = check_positive("eps", group["eps"])
     group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
     for flag in ("decoupled_weight_decay", "bias_correction", "maximize"):
-        _check_flag(flag, group[flag])
-    _check_flag("foreach", group["foreach"], allow_none=True)
+        check_flag(flag, group[flag])
+    check_flag("foreach", group["foreach"], allow_none=True)
 
 
 def gssgd(

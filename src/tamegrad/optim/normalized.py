@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, _default_to_fused_or_foreach
 
 from tamegrad.optim._validation import (
+    check_flag,
     check_no_sparse,
     check_nonnegative,
     check_positive,
@@ -31,14 +32,6 @@ __all__ = ["ClippedSGD", "NormalizedSGD", "global_norm", "register_all"]
 
 # The constant torch.nn.utils.clip_grad_norm_ adds to the norm before dividing.
 CLIP_EPS = 1e-6
-
-
-def _check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, bool):
-        expected = "True, False or None" if allow_none else "True or False"
-        raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
 
 
 def global_norm(tensors: list[Tensor], *, foreach: bool = False) -> Tensor:
@@ -164,8 +157,8 @@ class _GlobalNormSGD(Optimizer):
         group["momentum"] = check_unit_interval("momentum", group["momentum"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
         for flag in ("nesterov", "maximize"):
-            _check_flag(flag, group[flag])
-        _check_flag("foreach", group["foreach"], allow_none=True)
+            check_flag(flag, group[flag])
+        check_flag("foreach", group["foreach"], allow_none=True)
         if group["nesterov"] and group["momentum"] <= 0:
             raise ValueError(
                 f"Invalid nesterov: True requires momentum > 0, got momentum={group['momentum']}"

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ._validation import (
+    check_flag,
     check_float_dtype,
     check_int_at_least,
     check_nonnegative,
@@ -49,8 +50,7 @@ def tr_group_defaults(
 ) -> dict[str, Any]:
     """Validated TR entries of a param group (``lambda_w=None`` means ``0.1 * lr``)."""
     check_int_at_least("inner_steps", inner_steps, 1)
-    if not isinstance(inner_decay, bool):
-        raise ValueError(f"Invalid inner_decay: {inner_decay!r} (expected a bool)")
+    check_flag("inner_decay", inner_decay)
     dtype = check_float_dtype("anchor_dtype", anchor_dtype)
     if lambda_w is None:
         lambda_w = LAMBDA_W_LR_RATIO * float(lr)
