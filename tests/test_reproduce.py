@@ -43,12 +43,7 @@ def test_tr_search_varies_one_axis_at_a_time_on_the_cpu_base():
     assert search.base == main.base and search.seeds == [0]
     paper = {"lr": 0.1, "lambda_w": 0.01, "inner_steps": 10, "inner_decay": True}
     matched_lr = next(e.lr for e in main.entries if e.label.startswith("SGD lr-matched"))
-    tradam = [e for e in search.entries if e.optimizer == "tradam"]
-    assert [(e.lr, e.optimizer_kwargs) for e in tradam] == [
-        (1e-3, {"lambda_w": 1e-4, "inner_steps": 10, "inner_decay": False})]
     for entry in search.entries:
-        if entry.optimizer == "tradam":
-            continue
         assert entry.optimizer == "trsgd" and entry.optimizer_kwargs["momentum"] == 0.9
         setting = {"lr": entry.lr, "inner_decay": True, **entry.optimizer_kwargs}
         changed = {k for k, v in paper.items() if setting[k] != v}

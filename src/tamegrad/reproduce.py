@@ -16,9 +16,8 @@ Suites:
 
 ``tr-cifar10-search`` (v1)
     The search for a TR setting that beats the best control of ``tr-cifar10``: five TRSGD
-    settings (lambda_w, S, inner decay on/off) and one TRAdam setting on the same base config,
-    tuned on seed 0; the selected one is then run on the held-out seeds 1 and 2
-    (``--seeds 1 2 --only LABEL`` into another folder).
+    settings (lambda_w, S, inner decay on/off) on the same base config, tuned on seed 0; the
+    best one is then run on the held-out seeds 1 and 2 (``--seeds 1 2 --only LABEL``).
 
 ``gssgd-cifar10`` (v1)
     The Generalized SignSGD paper's CIFAR-10 comparison (constant lr, weight decay 1e-4) with
@@ -161,14 +160,12 @@ def _tr_cifar10_gpu_hour() -> SuiteRun:
 
 
 def tr_search_entries() -> list[GridEntry]:
-    """The TR settings tried against the best ``tr-cifar10`` control (lr-matched SGD) and Adam.
+    """The TRSGD settings tried against the best ``tr-cifar10`` control (lr-matched SGD).
 
     One axis at a time around the paper's setting (lr 0.1, lambda_w 0.01, S 10, inner decay on,
     which ``tr-cifar10`` already runs): the pull strength (lambda_w 1e-3, 3e-2), the cycle
     length (S 5, 20: mean inner step 0.457 and 0.180 of lr), and inner decay off at the
-    lr-matched lr with the paper's lambda_w / lr ratio (TR's pull without its step-size cycle);
-    and TRAdam with inner decay off at Adam's lr 1e-3 (the paper's lambda_w 1e-4), the one TR
-    setting that keeps Adam's step size.
+    lr-matched lr with the paper's lambda_w / lr ratio (TR's pull without its step-size cycle).
     """
     sgd = {"momentum": 0.9}
     matched = 0.1 * TR_MEAN_STEP_MULTIPLIER  # the lr of tr-cifar10's "SGD lr-matched"
@@ -184,9 +181,6 @@ def tr_search_entries() -> list[GridEntry]:
         tr("S=20", 0.1, inner_steps=20),
         tr(f"no-decay lr={matched:.3g} lw={0.1 * matched:.3g}", matched,
            lambda_w=0.1 * matched, inner_decay=False),
-        # Adam beats every SGD-family run of tr-cifar10: TRAdam's pull at Adam's own lr
-        GridEntry("TRAdam no-decay lr=1e-3 lw=1e-4", "tradam", 1e-3,
-                  {"lambda_w": 1e-4, "inner_steps": 10, "inner_decay": False}),
     ]
 
 
