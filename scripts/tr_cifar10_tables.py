@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from tamegrad.reproduce import TR_MEAN_STEP_MULTIPLIER
+from tamegrad.reproduce import mean_step_multiplier
 from tamegrad.train.compare import GridEntry, load_grid, summarize
 
 MATCHED = "SGD lr-matched (0.0293)"
@@ -23,10 +23,6 @@ PAIRS = [
     ("TRSGD", "Lookahead(SGD)"), ("TRSGD", "SGD accum x16 (eff. batch 128)"),
     ("TRAdam", "Adam lr-matched (0.000293)"), ("Lookahead(SGD)", MATCHED), (SELECTED, MATCHED),
 ]
-
-
-def mean_step_multiplier(steps: int) -> float:
-    return sum(1.0 / (s + 1) for s in range(steps)) / steps
 
 
 def accuracies(folders: list[Path]) -> dict[str, dict[int, float]]:
@@ -59,7 +55,6 @@ def search_table(acc: dict[str, dict[int, float]], main: list[GridEntry],
     by_label = {e.label: e for e in main}
     rows = [(by_label["TRSGD"], "TRSGD (paper's setting, from tr-cifar10)")]
     rows += [(e, e.label) for e in search]
-    assert mean_step_multiplier(10) == TR_MEAN_STEP_MULTIPLIER
     for entry, name in rows:
         kw = entry.optimizer_kwargs
         steps, decay = int(kw.get("inner_steps", 10)), bool(kw.get("inner_decay", True))

@@ -46,13 +46,19 @@ from typing import Any
 
 from tamegrad.train.compare import GridEntry
 from tamegrad.train.config import TrainConfig
+from tamegrad.train.sweep import sweep_label
 
 #: CIFAR-10 normalisation used by the paper's code.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
+def mean_step_multiplier(inner_steps: int) -> float:
+    """Mean step-size multiplier of a TR cycle of ``inner_steps`` with inner decay: H_S / S."""
+    return sum(1.0 / (s + 1) for s in range(inner_steps)) / inner_steps
+
+
 #: Mean step-size multiplier of a TR cycle with S = 10 and inner decay: H_10 / 10.
-TR_MEAN_STEP_MULTIPLIER = sum(1.0 / (s + 1) for s in range(10)) / 10
+TR_MEAN_STEP_MULTIPLIER = mean_step_multiplier(10)
 
 
 @dataclass(frozen=True)
@@ -273,7 +279,7 @@ def sweep_entries(
             for lr in lr_sweep(fam.centre * scale):
                 entries.append(
                     GridEntry(
-                        f"{fam.name} lr={format_lr(lr)} b{batch}",
+                        sweep_label(fam.name, format_lr(lr), batch),
                         fam.optimizer,
                         lr,
                         dict(fam.optimizer_kwargs),
@@ -594,7 +600,7 @@ def run_suite(
     Finished runs are skipped, so calling it again continues an interrupted grid; several
     workers may share one ``out_dir`` (see :func:`tamegrad.train.compare.run_grid`).
     """
-    from tamegrad.train.compare import run_grid, write_results
+    from tamegrad.train.compare import run_grid, summarize, write_results
     from tamegrad.train.plot import plot_runs
     from tamegrad.train.sweep import plot_best, write_best
 
@@ -607,6 +613,7 @@ def run_suite(
     table = write_results(out)
     with contextlib.suppress(FileNotFoundError):  # nothing finished yet
         plot_runs(out, out / "curves.png", title=f"{name} ({profile})")
-        if write_best(out) is not None:  # a learning-rate sweep: best lr per family
-            plot_best(out, f"{name} ({profile})")
+        rows = summarize(out)
+        if write_best(out, rows) is not None:  # a learning-rate sweep: best lr per family
+            plot_best(out, f"{name} ({profile})", rows)
     return table

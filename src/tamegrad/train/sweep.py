@@ -1,6 +1,6 @@
 """Reading a learning-rate sweep: the best learning rate of each optimizer family.
 
-A sweep grid labels its entries ``"<family> lr=<lr> b<batch>"`` (see
+A sweep grid labels its entries ``"<family> lr=<lr> b<batch>"`` (:func:`sweep_label`, used by
 :func:`tamegrad.reproduce.sweep_entries`). Comparing optimizers fairly means comparing each
 family at its own best learning rate, per batch size, and flagging a best that sits at the edge
 of its sweep: there the sweep did not bracket the optimum and the family may be under-rated.
@@ -30,6 +30,11 @@ class SweepLabel:
     family: str
     lr: float
     batch_size: int
+
+
+def sweep_label(family: str, lr: str, batch_size: int) -> str:
+    """The label of one sweep point, ``"<family> lr=<lr> b<batch>"``; ``lr`` as it should read."""
+    return f"{family} lr={lr} b{batch_size}"
 
 
 def parse_sweep_label(label: str) -> SweepLabel | None:
@@ -134,10 +139,15 @@ def format_best_table(best: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_best(out_dir: Path | str) -> str | None:
-    """Write ``best.md`` for a sweep grid in ``out_dir``; None (nothing written) otherwise."""
+def write_best(
+    out_dir: Path | str, rows: Sequence[dict[str, Any]] | None = None
+) -> str | None:
+    """Write ``best.md`` for a sweep grid in ``out_dir``; None (nothing written) otherwise.
+
+    ``rows`` are the grid's :func:`~tamegrad.train.compare.summarize` rows (read when omitted).
+    """
     out = Path(out_dir)
-    rows = summarize(out)
+    rows = summarize(out) if rows is None else rows
     if not is_sweep(rows):
         return None
     best = best_per_family(rows)
@@ -153,10 +163,12 @@ def write_best(out_dir: Path | str) -> str | None:
     return text
 
 
-def best_run_dirs(out_dir: Path | str) -> dict[int, list[Path]]:
+def best_run_dirs(
+    out_dir: Path | str, rows: Sequence[dict[str, Any]] | None = None
+) -> dict[int, list[Path]]:
     """Per batch size, the run folders of every family's best sweep point (finished seeds)."""
     out = Path(out_dir)
-    rows = summarize(out)
+    rows = summarize(out) if rows is None else rows
     dirs: dict[int, list[Path]] = {}
     by_label = {r["label"]: r for r in rows}
     for b in best_per_family(rows):
@@ -168,7 +180,9 @@ def best_run_dirs(out_dir: Path | str) -> dict[int, list[Path]]:
     return dirs
 
 
-def plot_best(out_dir: Path | str, title: str) -> list[Path]:
+def plot_best(
+    out_dir: Path | str, title: str, rows: Sequence[dict[str, Any]] | None = None
+) -> list[Path]:
     """``best_curves_b<batch>.png`` per batch size: each family at its best lr."""
     from .plot import plot_runs
 
@@ -176,5 +190,5 @@ def plot_best(out_dir: Path | str, title: str) -> list[Path]:
     return [
         plot_runs(dirs, out / f"best_curves_b{batch}.png", title=f"{title}, batch {batch}, "
                   "best lr per family")
-        for batch, dirs in best_run_dirs(out).items()
+        for batch, dirs in best_run_dirs(out, rows).items()
     ]
