@@ -77,3 +77,17 @@ def test_non_sweep_labels_are_refused():
     assert not is_sweep(rows)
     with pytest.raises(ValueError, match="not a sweep label"):
         best_per_family(rows)
+
+
+def test_a_failed_run_counts_as_diverged_not_as_missing():
+    failed = _row("L lr=9 b8", [])
+    failed["missing"] = [{"seed": 0, "status": "failed",
+                          "detail": "failed: NonFiniteLossError: loss is nan"}]
+    running = _row("L lr=3 b8", [])
+    running["missing"] = [{"seed": 0, "status": "running", "detail": "unfinished"}]
+    (best,) = best_per_family([_row("L lr=1 b8", [0.4]), running, failed])
+    assert best["diverged"] == ["L lr=9 b8"]
+    assert best["complete"] is False  # lr=3 is still running
+    (best,) = best_per_family([_row("L lr=1 b8", [0.4]), failed])
+    assert best["complete"] is True and best["best_lr"] == 1.0
+    assert "sweep incomplete" not in format_best_table([best])

@@ -61,14 +61,22 @@ def _metric(rows: Sequence[dict[str, Any]]) -> tuple[str, bool]:
     return "final_test_acc", True
 
 
+def _diverged(row: dict[str, Any], metric: str) -> bool:
+    """A sweep point that blew up: a run failed (the trainer stops a NaN/inf loss and marks the
+    run "failed"), or finished runs left no finite metric."""
+    failed = any(m.get("status") == "failed" for m in row.get("missing", []))
+    return failed or (row["n"] > 0 and row.get(f"{metric}_mean") is None)
+
+
 def best_per_family(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each (batch size, family): the sweep point with the best mean test metric.
 
     Returns rows in grid order of first appearance with keys ``batch_size, family, metric,
     higher_is_better, best_label, best_lr, lrs`` (the family's swept lrs, ascending), ``n``
     (seeds behind the best), ``mean, std``, ``at_edge`` (best lr is the lowest or highest of
-    the sweep), ``complete`` (every sweep point has at least one finished seed) and
-    ``diverged`` (labels of points with no finite metric although finished).
+    the sweep), ``complete`` (every sweep point has a finished or a diverged seed) and
+    ``diverged`` (labels of points with a failed run, e.g. stopped on a NaN loss, or with no
+    finite metric although finished).
     """
     metric, higher = _metric(rows)
     groups: dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]] = {}
@@ -82,12 +90,12 @@ def best_per_family(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (batch, family), points in groups.items():
         lrs = sorted(p.lr for p, _ in points)
         scored = [(p, r) for p, r in points if r.get(f"{metric}_mean") is not None]
-        diverged = [r["label"] for p, r in points
-                    if r["n"] > 0 and r.get(f"{metric}_mean") is None]
+        diverged = [r["label"] for _, r in points if _diverged(r, metric)]
         entry: dict[str, Any] = {
             "batch_size": batch, "family": family, "metric": metric,
             "higher_is_better": higher, "lrs": lrs,
-            "complete": all(r["n"] > 0 for _, r in points), "diverged": diverged,
+            "complete": all(r["n"] > 0 or r["label"] in diverged for _, r in points),
+            "diverged": diverged,
             "best_label": None, "best_lr": None, "n": 0, "mean": None, "std": None,
             "at_edge": None,
         }
