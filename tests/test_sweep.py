@@ -12,6 +12,8 @@ from tamegrad.train.sweep import (
     format_best_table,
     is_sweep,
     parse_sweep_label,
+    plot_sweep,
+    sweep_points,
 )
 
 
@@ -91,3 +93,25 @@ def test_a_failed_run_counts_as_diverged_not_as_missing():
     (best,) = best_per_family([_row("L lr=1 b8", [0.4]), failed])
     assert best["complete"] is True and best["best_lr"] == 1.0
     assert "sweep incomplete" not in format_best_table([best])
+
+
+def test_sweep_points_per_batch_and_family_sorted_by_lr():
+    rows = [_row("A lr=0.9 b128", [0.55]), _row("A lr=0.1 b128", [0.50]),
+            _row("A lr=0.3 b8", []), _row("B lr=1 b8", [0.4])]
+    points = sweep_points(rows)
+    assert points[128]["A"] == [(0.1, 0.50), (0.9, 0.55)]
+    assert points[8]["A"] == [(0.3, None)] and points[8]["B"] == [(1.0, 0.4)]
+
+
+def test_plot_sweep_draws_one_panel_per_batch_with_diverged_points(tmp_path):
+    failed = _row("A lr=0.9 b8", [])
+    failed["missing"] = [{"seed": 0, "status": "failed", "detail": "loss is nan"}]
+    rows = [_row("A lr=0.1 b128", [0.5]), _row("A lr=0.3 b128", [0.6]),
+            _row("B lr=1e-4 b128", [0.55]), _row("B lr=3e-4 b128", [0.65]),
+            _row("A lr=0.1 b8", [0.3]), _row("A lr=0.3 b8", [0.35]), failed]
+    png = plot_sweep(tmp_path, "demo", rows)
+    assert png == tmp_path / "sweep.png" and png.stat().st_size > 10_000
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert width > 1.8 * height  # two panels side by side

@@ -602,7 +602,7 @@ def run_suite(
     """
     from tamegrad.train.compare import run_grid, summarize, write_results
     from tamegrad.train.plot import plot_runs
-    from tamegrad.train.sweep import plot_best, write_best
+    from tamegrad.train.sweep import plot_best, plot_sweep, write_best
 
     base, entries, grid_seeds = prepare_suite(
         name, profile, out_dir, seeds=seeds, only=only, overrides=overrides
@@ -616,4 +616,5 @@ def run_suite(
         rows = summarize(out)
         if write_best(out, rows) is not None:  # a learning-rate sweep: best lr per family
             plot_best(out, f"{name} ({profile})", rows)
+            plot_sweep(out, f"{name} ({profile})", rows)
     return table

@@ -12,6 +12,7 @@ call by rerunning the selected entries with more seeds.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,3 +201,84 @@ def plot_best(
                   "best lr per family")
         for batch, dirs in best_run_dirs(out, rows).items()
     ]
+
+
+SweepPoints = dict[int, dict[str, list[tuple[float, float | None]]]]
+
+
+def sweep_points(rows: Sequence[dict[str, Any]]) -> SweepPoints:
+    """Per batch size and family, ``(lr, mean metric)`` for every sweep point, lr ascending.
+
+    The metric is None for a point that diverged or has no finished seed yet; the accuracy is
+    kept as a fraction (as in the rows).
+    """
+    metric, _ = _metric(rows)
+    points: SweepPoints = {}
+    for row in rows:
+        parsed = parse_sweep_label(row["label"])
+        if parsed is None:
+            raise ValueError(f"not a sweep label: {row['label']!r}")
+        points.setdefault(parsed.batch_size, {}).setdefault(parsed.family, []).append(
+            (parsed.lr, row.get(f"{metric}_mean"))
+        )
+    for families in points.values():
+        for values in families.values():
+            values.sort(key=lambda v: v[0])
+    return points
+
+
+def plot_sweep(
+    out_dir: Path | str, title: str, rows: Sequence[dict[str, Any]] | None = None
+) -> Path:
+    """``sweep.png``: final test metric against lr for every family, one panel per batch size.
+
+    The x axis is each family's lr divided by the geometric mean of its swept lrs (the centre
+    of a symmetric sweep), so families whose lrs differ by orders of magnitude share one axis
+    and a curve that still rises at an end shows a sweep that did not bracket the optimum.
+    A point that diverged is drawn as a cross on the panel's lower (accuracy) or upper (bpc)
+    edge; points with no finished seed are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    rows = summarize(out) if rows is None else rows
+    metric, higher = _metric(rows)
+    diverged = {parse_sweep_label(d) for b in best_per_family(rows) for d in b["diverged"]}
+    points = sweep_points(rows)
+    acc = metric == "final_test_acc"
+    scale = 100.0 if acc else 1.0
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    families = list(dict.fromkeys(f for fams in points.values() for f in fams))
+    for ax, (batch, fams) in zip(axes[0], points.items()):
+        finite = [v * scale for vals in fams.values() for _, v in vals if v is not None]
+        edge = (min(finite) if higher else max(finite)) if finite else 0.0
+        for family, vals in fams.items():
+            color = cmap(families.index(family) % 10)
+            centre = math.exp(sum(math.log(lr) for lr, _ in vals) / len(vals))
+            xs = [lr / centre for lr, v in vals if v is not None]
+            ys = [v * scale for _, v in vals if v is not None]
+            ax.plot(xs, ys, color=color, marker="o", lw=1.6, ms=4, label=family)
+            gone = [lr / centre for lr, _ in vals if SweepLabel(family, lr, batch) in diverged]
+            if gone:
+                ax.plot(gone, [edge] * len(gone), color=color, marker="x", ms=9, lw=0,
+                        mew=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("lr / centre of its sweep")
+        ax.set_ylabel("final test accuracy (%)" if acc else "final test bits per character")
+        ax.set_title(f"batch {batch}")
+        ax.grid(True, alpha=0.3, which="both")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)),
+                   frameon=False, fontsize=9)
+    fig.suptitle(f"{title}: final test metric against lr (x = diverged)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
+    png = out / "sweep.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
