@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,10 +17,13 @@ import torch
 from tamegrad.data import default_data_dir
 from tamegrad.reproduce import (
     CLIPPED_MOMENTUM_CLIP,
+    MAX_EXTENSIONS_PER_SIDE,
     SUITES,
     available_suites,
     batch_lr_scale,
+    extend_sweeps,
     format_lr,
+    prepare_suite,
     round_lr,
     run_suite,
     suite_run,
@@ -251,3 +255,105 @@ def test_shakespeare_smoke_reports_bits_per_character(tmp_path: Path) -> None:
     assert "| 64 | GSSGD | 0.001 |" in best and "edge" not in best.split("\n\n", 2)[2]
     assert {p.name for p in out.glob("best_curves_b*.png")} == {
         "best_curves_b64.png", "best_curves_b8.png"}
+    assert (out / "sweep.png").stat().st_size > 10_000
+
+
+def _fake_rows(values: dict[str, float | None]) -> list[dict[str, Any]]:
+    """summarize()-like rows: one finished seed per label with the given accuracy."""
+    return [{"label": label, "n": 1, "final_test_acc_mean": acc, "final_test_acc_std": None,
+             "final_test_acc_values": [acc], "missing": []} for label, acc in values.items()]
+
+
+def test_extend_sweeps_grows_edges_until_bracketed_or_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tamegrad.train.compare as compare
+
+    out = tmp_path / "grid"
+    _, entries, _ = prepare_suite("gssgd-cifar10", "smoke", out)
+    n_own = len(entries)
+    centres = {e.label for i, e in enumerate(entries) if i % 3 == 1}
+    acc = {e.label: 0.55 if e.label in centres else 0.5 for e in entries}  # centres best
+    acc["GSSGD lr=6.67e-5 b128"] = 0.6  # best at the low edge -> one point lower
+    acc["SGD lr=0.21 b128"] = 0.6  # best at the high edge -> one point higher
+    acc["GSSGD lr=1.67e-5 b8"] = None  # an unfinished point: that sweep is left alone
+    acc["GSSGD lr=5e-5 b8"] = 0.7
+    rows = _fake_rows(acc)
+    rows[[r["label"] for r in rows].index("GSSGD lr=1.67e-5 b8")]["n"] = 0
+    monkeypatch.setattr(compare, "summarize", lambda _out: rows)
+    assert extend_sweeps("gssgd-cifar10", "smoke", out) == [
+        "GSSGD lr=2.22e-5 b128", "SGD lr=0.63 b128"]
+    meta = json.loads((out / "suite.json").read_text())
+    assert meta["extensions"] == [
+        {"family": "GSSGD", "batch_size": 128, "lr": 2.22e-5},
+        {"family": "SGD", "batch_size": 128, "lr": 0.63}]
+    # the next run of the suite includes them, each in its family's lr order
+    _, entries, _ = prepare_suite("gssgd-cifar10", "smoke", out)
+    labels = [e.label for e in entries]
+    assert len(labels) == n_own + 2
+    assert labels[:4] == ["GSSGD lr=2.22e-5 b128", "GSSGD lr=6.67e-5 b128",
+                          "GSSGD lr=2e-4 b128", "GSSGD lr=6e-4 b128"]
+    new = entries[labels.index("SGD lr=0.63 b128")]
+    old = entries[labels.index("SGD lr=0.21 b128")]
+    assert new.lr == 0.63 and (new.optimizer, new.optimizer_kwargs, new.overrides) == (
+        old.optimizer, old.optimizer_kwargs, old.overrides)
+    # --only keeps an extension whose label matches
+    _, only, _ = prepare_suite("gssgd-cifar10", "smoke", out, only=["SGD lr=0.63"])
+    assert [e.label for e in only] == ["SGD lr=0.63 b128"]
+
+    # the GSSGD optimum keeps moving down: the sweep grows to its cap and then stops
+    lr = 2.22e-5
+    for _ in range(MAX_EXTENSIONS_PER_SIDE + 1):
+        acc = {e.label: 0.55 if e.label in centres else 0.5 for e in entries}
+        acc[next(e.label for e in entries if e.lr == lr and e.label.startswith("GSSGD"))] = 0.9
+        rows = _fake_rows(acc)
+        added = extend_sweeps("gssgd-cifar10", "smoke", out)
+        _, entries, _ = prepare_suite("gssgd-cifar10", "smoke", out)
+        if not added:
+            break
+        lr = next(e.lr for e in entries if e.label == added[0])
+    gssgd = [e.lr for e in entries if e.label.endswith("b128") and e.label.startswith("GSSGD")]
+    assert len(gssgd) == 3 + MAX_EXTENSIONS_PER_SIDE and not added
+    assert min(gssgd) == pytest.approx(6.67e-5 / 3**MAX_EXTENSIONS_PER_SIDE, rel=0.01)
+
+
+def test_extend_sweeps_ignores_grids_that_are_not_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tamegrad.train.compare as compare
+
+    prepare_suite("gssgd-cifar10", "smoke", tmp_path)
+    monkeypatch.setattr(compare, "summarize", lambda _out: _fake_rows({"SGD": 0.5}))
+    assert extend_sweeps("gssgd-cifar10", "smoke", tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_cli_reproduce_writes_the_sweep_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tamegrad.cli import main
+
+    if not (default_data_dir() / "tinyshakespeare.txt").exists():
+        pytest.skip("tinyshakespeare.txt not in $TAMEGRAD_DATA")
+    out = tmp_path / "cli"
+    code = main(["reproduce", "gssgd-shakespeare", "--profile", "smoke", "--out", str(out),
+                 "--only", "GSSGD lr=", "--extend-edges"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| GSSGD lr=1e-3 b64 | 1/1 |" in printed
+    for name in ("results.md", "curves.png", "best.md", "best_curves_b64.png", "sweep.png"):
+        assert (out / name).is_file(), name
+    # every GSSGD sweep ends bracketed, or grown to its cap on the side of its best
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    extensions = json.loads((out / "suite.json").read_text()).get("extensions", [])
+    assert len(rows) == 6 + len(extensions)
+    assert all(r["n"] == 1 for r in rows)
+    for batch in (64, 8):
+        scored = sorted((float(r["lr"]), r["final_test_bpc_mean"]) for r in rows
+                        if r["label"].endswith(f" b{batch}"))
+        best = min(range(len(scored)), key=lambda i: scored[i][1])
+        grown = sum(e["batch_size"] == batch for e in extensions)
+        assert 0 < best < len(scored) - 1 or grown == MAX_EXTENSIONS_PER_SIDE
+        if grown:
+            assert "adding GSSGD lr=" in printed

@@ -354,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the data set lives (default $TAMEGRAD_DATA)")
     p.add_argument("--dataset", help="e.g. cifar10 for the official files instead of the JPEGs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--extend-edges", action="store_true",
+                   help="learning-rate sweeps: after the grid, add a point beyond every sweep "
+                        "whose best lr is at its edge and run it, until each is bracketed "
+                        "(at most 2 points per side)")
     p.add_argument("--list", action="store_true", help="list suites and profiles, run nothing")
     return parser
 
@@ -759,7 +763,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``tamegrad reproduce SUITE --profile P``: a named suite on the resumable grid runner."""
-    from tamegrad.reproduce import SUITES, prepare_suite
+    from tamegrad.reproduce import SUITES, extend_sweeps, prepare_suite, write_suite_outputs
 
     if args.list:
         for suite in SUITES.values():
@@ -771,21 +775,36 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if getattr(args, field_name) is not None:
             overrides[field_name] = getattr(args, field_name)
     out_dir = Path(args.out or f"results/{args.suite}-{args.profile}")
-    try:
-        base, entries, seeds = prepare_suite(
-            args.suite, args.profile, out_dir, seeds=args.seeds, only=args.only,
-            overrides=overrides,
+    if args.extend_edges and args.worker is not None:
+        raise CLIError("--extend-edges is for the process that runs the whole grid, not --worker")
+    failed = 0
+    while True:
+        try:
+            base, entries, seeds = prepare_suite(
+                args.suite, args.profile, out_dir, seeds=args.seeds, only=args.only,
+                overrides=overrides,
+            )
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        _validate(base, entries)
+        print(f"reproduce {args.suite} --profile {args.profile}: {len(entries)} configurations "
+              f"x {len(seeds)} seeds -> {out_dir}", flush=True)
+        failed = _run_compare(
+            base, entries, seeds, out_dir, workers=args.workers, worker=args.worker,
+            threads=args.threads, retry_failed=False, plot=False, write=False,
+            log_level=args.log_level,
         )
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-    _validate(base, entries)
-    print(f"reproduce {args.suite} --profile {args.profile}: {len(entries)} configurations x "
-          f"{len(seeds)} seeds -> {out_dir}", flush=True)
-    return _run_compare(
-        base, entries, seeds, out_dir, workers=args.workers, worker=args.worker,
-        threads=args.threads, retry_failed=False, plot=True, write=True,
-        log_level=args.log_level,
-    )
+        if args.worker is not None:
+            return failed
+        added = extend_sweeps(args.suite, args.profile, out_dir) if args.extend_edges else []
+        if not added:
+            break
+        print(f"best lr at the edge of its sweep; adding {', '.join(added)}", flush=True)
+    print(write_suite_outputs(args.suite, args.profile, out_dir))
+    print(f"wrote {out_dir / 'results.md'} and its figures", flush=True)
+    if failed:
+        log.error("run(s) failed; see %s", out_dir / "results.md")
+    return failed
 
 
 # ----------------------------------------------------------------------------- main

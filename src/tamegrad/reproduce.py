@@ -44,9 +44,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tamegrad._atomic import atomic_write_text
 from tamegrad.train.compare import GridEntry
 from tamegrad.train.config import TrainConfig
-from tamegrad.train.sweep import sweep_label
+from tamegrad.train.sweep import best_per_family, is_sweep, parse_sweep_label, sweep_label
 
 #: CIFAR-10 normalisation used by the paper's code.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -540,6 +541,68 @@ def suite_run(name: str, profile: str) -> SuiteRun:
     return suite.profiles[profile]()
 
 
+#: Learning-rate points a sweep may grow by on each side (``extend_sweeps``): with the 3x step
+#: of :data:`SWEEP_FACTORS`, up to 9x beyond the suite's own lowest or highest lr.
+MAX_EXTENSIONS_PER_SIDE = 2
+
+#: Key of ``suite.json`` holding the points added by :func:`extend_sweeps`.
+EXTENSIONS_KEY = "extensions"
+
+SUITE_FILE = "suite.json"
+
+
+def _read_meta(out: Path) -> dict[str, Any]:
+    path = out / SUITE_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it or use another --out "
+                         "folder") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} does not hold a suite description; use another --out folder")
+    return meta
+
+
+def with_extensions(
+    entries: list[GridEntry], extensions: list[dict[str, Any]]
+) -> list[GridEntry]:
+    """``entries`` plus the recorded sweep extensions, each family's points in lr order.
+
+    An extension ``{"family", "batch_size", "lr"}`` copies the entry of the same family and
+    batch size (optimizer, its kwargs, overrides) at a new lr; one whose family is not among
+    ``entries`` (e.g. left out by ``--only``) is skipped.
+    """
+    templates: dict[tuple[str, int], GridEntry] = {}
+    for e in entries:
+        parsed = parse_sweep_label(e.label)
+        if parsed is not None:
+            templates.setdefault((parsed.family, parsed.batch_size), e)
+    labels = {e.label for e in entries}
+    extra: list[GridEntry] = []
+    for ext in extensions:
+        key = (str(ext["family"]), int(ext["batch_size"]))
+        if key not in templates:
+            continue
+        lr = float(ext["lr"])
+        label = sweep_label(key[0], format_lr(lr), key[1])
+        if label not in labels:
+            labels.add(label)
+            extra.append(replace(templates[key], label=label, lr=lr))
+    if not extra:
+        return list(entries)
+    order = {key: i for i, key in enumerate(templates)}
+
+    def position(e: GridEntry) -> tuple[int, float]:
+        parsed = parse_sweep_label(e.label)
+        if parsed is None:
+            return (-1, 0.0)
+        return (order[(parsed.family, parsed.batch_size)], parsed.lr)
+
+    return sorted([*entries, *extra], key=position)
+
+
 def prepare_suite(
     name: str,
     profile: str,
@@ -553,24 +616,24 @@ def prepare_suite(
 
     ``seeds`` replaces the profile's seeds, ``only`` keeps the entries whose label starts with
     one of the given strings, ``overrides`` changes base-config fields (e.g. ``data_dir``, or
-    ``dataset="cifar10"`` for the official files). Refuses a folder that holds another suite,
-    version or profile, so results are never mixed.
+    ``dataset="cifar10"`` for the official files). Sweep points added to the folder by
+    :func:`extend_sweeps` join the grid. Refuses a folder that holds another suite, version or
+    profile, so results are never mixed.
     """
     spec = suite_run(name, profile)
     base = replace(spec.base, **(overrides or {}))
-    entries = spec.entries
+    out = Path(out_dir)
+    old = _read_meta(out)
+    entries = with_extensions(spec.entries, list(old.get(EXTENSIONS_KEY, [])))
     if only:
         entries = [e for e in entries if any(e.label.startswith(o) for o in only)]
         if not entries:
             labels = ", ".join(e.label for e in spec.entries)
             raise ValueError(f"--only {only} matches no entry of {name!r}; entries: {labels}")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"suite": name, "version": SUITES[name].version, "profile": profile,
             "notes": spec.notes}
-    meta_path = out / "suite.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+    if old:
         if (old.get("suite"), old.get("version"), old.get("profile")) != (
             name, meta["version"], profile
         ):
@@ -579,8 +642,76 @@ def prepare_suite(
                 f"profile {old.get('profile')}; use another --out folder"
             )
     else:
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(out / SUITE_FILE, json.dumps(meta, indent=2) + "\n")
     return base, entries, list(seeds if seeds is not None else spec.seeds)
+
+
+def extend_sweeps(name: str, profile: str, out_dir: Path | str) -> list[str]:
+    """Add one lr point beyond every sweep whose best lr sits at its edge; return the labels.
+
+    Reads the folder's results (the entries of its last run): for each family and batch size
+    whose sweep is complete and whose best lr is the lowest (highest) swept, records in
+    ``suite.json`` a point one sweep step (3x) lower (higher), at most
+    :data:`MAX_EXTENSIONS_PER_SIDE` beyond the suite's own range on each side. The next run of
+    the suite on this folder includes them. Returns ``[]`` when every sweep brackets its best
+    (or may grow no further), and for suites that are not learning-rate sweeps.
+    """
+    from tamegrad.train.compare import summarize
+
+    out = Path(out_dir)
+    rows = summarize(out)
+    if not is_sweep(rows):
+        return []
+    meta = _read_meta(out)
+    extensions = list(meta.get(EXTENSIONS_KEY, []))
+    own: dict[tuple[str, int], list[float]] = {}
+    for e in suite_run(name, profile).entries:
+        parsed = parse_sweep_label(e.label)
+        if parsed is not None:
+            own.setdefault((parsed.family, parsed.batch_size), []).append(parsed.lr)
+    step = SWEEP_FACTORS[-1] / SWEEP_FACTORS[-2]
+    added: list[str] = []
+    for best in best_per_family(rows):
+        key = (best["family"], best["batch_size"])
+        if not best["at_edge"] or not best["complete"] or key not in own:
+            continue
+        lrs, up = best["lrs"], best["best_lr"] == best["lrs"][-1]
+        beyond = [lr for lr in lrs if (lr > max(own[key]) if up else lr < min(own[key]))]
+        if len(beyond) >= MAX_EXTENSIONS_PER_SIDE:
+            continue
+        lr = round_lr(best["best_lr"] * step if up else best["best_lr"] / step)
+        point = {"family": key[0], "batch_size": key[1], "lr": lr}
+        if point in extensions:  # recorded, but left out of the last run (e.g. by --only)
+            continue
+        extensions.append(point)
+        added.append(sweep_label(key[0], format_lr(lr), key[1]))
+    if added:
+        meta[EXTENSIONS_KEY] = extensions
+        atomic_write_text(out / SUITE_FILE, json.dumps(meta, indent=2) + "\n")
+    return added
+
+
+def write_suite_outputs(name: str, profile: str, out_dir: Path | str) -> str:
+    """Write the folder's ``results.md``/``.json`` and figures; return the results table.
+
+    Figures: ``curves.png`` (every entry), and for learning-rate sweeps ``best.md``,
+    ``best_curves_b<batch>.png`` and ``sweep.png`` (:mod:`tamegrad.train.sweep`). No figure
+    while no run has finished.
+    """
+    from tamegrad.train.compare import summarize, write_results
+    from tamegrad.train.plot import plot_runs
+    from tamegrad.train.sweep import plot_best, plot_sweep, write_best
+
+    out = Path(out_dir)
+    table = write_results(out)
+    title = f"{name} ({profile})"
+    with contextlib.suppress(FileNotFoundError):  # nothing finished yet
+        plot_runs(out, out / "curves.png", title=title)
+        rows = summarize(out)
+        if write_best(out, rows) is not None:  # a learning-rate sweep: best lr per family
+            plot_best(out, title, rows)
+            plot_sweep(out, title, rows)
+    return table
 
 
 def run_suite(
@@ -594,27 +725,26 @@ def run_suite(
     num_workers: int = 1,
     overrides: dict[str, Any] | None = None,
     progress: bool | None = None,
+    extend_edges: bool = False,
 ) -> str:
     """Run (or continue) the suite's grid in this process; write and return the results table.
 
     Finished runs are skipped, so calling it again continues an interrupted grid; several
     workers may share one ``out_dir`` (see :func:`tamegrad.train.compare.run_grid`).
+    ``extend_edges`` then grows every sweep whose best lr is at its edge
+    (:func:`extend_sweeps`) and runs the new points, until each sweep brackets its best or may
+    grow no further (single-process only: extensions are recorded by one writer).
     """
-    from tamegrad.train.compare import run_grid, summarize, write_results
-    from tamegrad.train.plot import plot_runs
-    from tamegrad.train.sweep import plot_best, plot_sweep, write_best
+    from tamegrad.train.compare import run_grid
 
-    base, entries, grid_seeds = prepare_suite(
-        name, profile, out_dir, seeds=seeds, only=only, overrides=overrides
-    )
-    out = Path(out_dir)
-    run_grid(base, entries, grid_seeds, out, worker=worker, num_workers=num_workers,
-             progress=progress)
-    table = write_results(out)
-    with contextlib.suppress(FileNotFoundError):  # nothing finished yet
-        plot_runs(out, out / "curves.png", title=f"{name} ({profile})")
-        rows = summarize(out)
-        if write_best(out, rows) is not None:  # a learning-rate sweep: best lr per family
-            plot_best(out, f"{name} ({profile})", rows)
-            plot_sweep(out, f"{name} ({profile})", rows)
-    return table
+    if extend_edges and num_workers != 1:
+        raise ValueError("extend_edges needs num_workers=1 (one process records extensions)")
+    while True:
+        base, entries, grid_seeds = prepare_suite(
+            name, profile, out_dir, seeds=seeds, only=only, overrides=overrides
+        )
+        run_grid(base, entries, grid_seeds, Path(out_dir), worker=worker,
+                 num_workers=num_workers, progress=progress)
+        if not extend_edges or not extend_sweeps(name, profile, out_dir):
+            break
+    return write_suite_outputs(name, profile, out_dir)
