@@ -47,7 +47,14 @@ from typing import Any
 from tamegrad._atomic import atomic_write_text
 from tamegrad.train.compare import GridEntry
 from tamegrad.train.config import TrainConfig
-from tamegrad.train.sweep import best_per_family, is_sweep, parse_sweep_label, sweep_label
+from tamegrad.train.sweep import (
+    best_per_family,
+    format_lr,
+    is_sweep,
+    parse_sweep_label,
+    round_lr,
+    sweep_label,
+)
 
 #: CIFAR-10 normalisation used by the paper's code.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -233,20 +240,6 @@ class OptimizerFamily:
     centre: float
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
-
-
-def round_lr(lr: float) -> float:
-    """``lr`` rounded to 3 significant digits, so that a label shows the exact value."""
-    return float(f"{lr:.3g}")
-
-
-def format_lr(lr: float) -> str:
-    """Short form for labels: ``2e-4``, ``1.67e-5``, ``0.07``, ``0.125``, ``50``."""
-    if 0.01 <= lr < 1000:
-        return f"{lr:.3g}"
-    mantissa, exponent = f"{lr:.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def batch_lr_scale(batch_size: int, reference_batch: int) -> float:

@@ -33,6 +33,20 @@ class SweepLabel:
     batch_size: int
 
 
+def round_lr(lr: float) -> float:
+    """``lr`` rounded to 3 significant digits, so that a label shows the exact value."""
+    return float(f"{lr:.3g}")
+
+
+def format_lr(lr: float) -> str:
+    """Short form for labels: ``2e-4``, ``1.67e-5``, ``0.07``, ``0.125``, ``50``."""
+    if 0.01 <= lr < 1000:
+        return f"{lr:.3g}"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def sweep_label(family: str, lr: str, batch_size: int) -> str:
     """The label of one sweep point, ``"<family> lr=<lr> b<batch>"``; ``lr`` as it should read."""
     return f"{family} lr={lr} b{batch_size}"
@@ -141,8 +155,8 @@ def format_best_table(best: Sequence[dict[str, Any]]) -> str:
                 notes.append("sweep incomplete")
             if b["diverged"]:
                 notes.append(f"{len(b['diverged'])} lr(s) diverged")
-            lrs = ", ".join(f"{lr:g}" for lr in b["lrs"])
-            best_lr = "–" if b["best_lr"] is None else f"{b['best_lr']:g}"
+            lrs = ", ".join(format_lr(lr) for lr in b["lrs"])
+            best_lr = "–" if b["best_lr"] is None else format_lr(b["best_lr"])
             lines.append(f"| {batch} | {b['family']} | {best_lr} | {value} | {b['n']} | {lrs} "
                          f"| {'; '.join(notes)} |")
     return "\n".join(lines)
