@@ -103,7 +103,7 @@ def test_sweep_points_per_batch_and_family_sorted_by_lr():
     assert points[8]["A"] == [(0.3, None)] and points[8]["B"] == [(1.0, 0.4)]
 
 
-def test_plot_sweep_draws_one_panel_per_batch_with_diverged_points(tmp_path):
+def test_plot_sweep_draws_one_panel_per_family_with_diverged_points(tmp_path):
     failed = _row("A lr=0.9 b8", [])
     failed["missing"] = [{"seed": 0, "status": "failed", "detail": "loss is nan"}]
     rows = [_row("A lr=0.1 b128", [0.5]), _row("A lr=0.3 b128", [0.6]),
@@ -114,4 +114,4 @@ def test_plot_sweep_draws_one_panel_per_batch_with_diverged_points(tmp_path):
     import matplotlib.image
 
     height, width = matplotlib.image.imread(png).shape[:2]
-    assert width > 1.8 * height  # two panels side by side
+    assert width > 1.8 * height  # two families: two panels side by side

@@ -244,18 +244,18 @@ def sweep_points(rows: Sequence[dict[str, Any]]) -> SweepPoints:
 def plot_sweep(
     out_dir: Path | str, title: str, rows: Sequence[dict[str, Any]] | None = None
 ) -> Path:
-    """``sweep.png``: final test metric against lr for every family, one panel per batch size.
+    """``sweep.png``: final test metric against lr, one panel per family, a line per batch size.
 
-    The x axis is each family's lr divided by the geometric mean of its swept lrs (the centre
-    of a symmetric sweep), so families whose lrs differ by orders of magnitude share one axis
-    and a curve that still rises at an end shows a sweep that did not bracket the optimum.
-    A point that diverged is drawn as a cross on the panel's lower (accuracy) or upper (bpc)
-    edge; points with no finished seed are left out.
+    Panels share the metric axis, so families compare across panels; the lr axis is each
+    family's own (log scale). A curve whose best point is its first or last shows a sweep that
+    did not bracket the optimum. A point that diverged is drawn as a cross at the bottom
+    (accuracy) or top (bpc) of the axis; points with no finished seed are left out.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     out = Path(out_dir)
     rows = summarize(out) if rows is None else rows
@@ -264,33 +264,41 @@ def plot_sweep(
     points = sweep_points(rows)
     acc = metric == "final_test_acc"
     scale = 100.0 if acc else 1.0
-    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points), 4.2), squeeze=False)
-    cmap = plt.get_cmap("tab10")
     families = list(dict.fromkeys(f for fams in points.values() for f in fams))
-    for ax, (batch, fams) in zip(axes[0], points.items()):
-        finite = [v * scale for vals in fams.values() for _, v in vals if v is not None]
-        edge = (min(finite) if higher else max(finite)) if finite else 0.0
-        for family, vals in fams.items():
-            color = cmap(families.index(family) % 10)
-            centre = math.exp(sum(math.log(lr) for lr, _ in vals) / len(vals))
-            xs = [lr / centre for lr, v in vals if v is not None]
+    batches = list(points)
+    finite = [v * scale for fams in points.values() for vals in fams.values()
+              for _, v in vals if v is not None]
+    edge = (min(finite) if higher else max(finite)) if finite else 0.0
+    ncols = min(3, len(families))
+    nrows = math.ceil(len(families) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), sharey=True,
+                             squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, family in zip(axes.flat, families):
+        for bi, batch in enumerate(batches):
+            vals = points[batch].get(family, [])
+            color = cmap(bi % 10)
+            xs = [lr for lr, v in vals if v is not None]
             ys = [v * scale for _, v in vals if v is not None]
-            ax.plot(xs, ys, color=color, marker="o", lw=1.6, ms=4, label=family)
-            gone = [lr / centre for lr, _ in vals if SweepLabel(family, lr, batch) in diverged]
+            ax.plot(xs, ys, color=color, marker="o", lw=1.6, ms=4, label=f"batch {batch}")
+            gone = [lr for lr, _ in vals if SweepLabel(family, lr, batch) in diverged]
             if gone:
-                ax.plot(gone, [edge] * len(gone), color=color, marker="x", ms=9, lw=0,
-                        mew=2)
+                ax.plot(gone, [edge] * len(gone), color=color, marker="x", ms=9, lw=0, mew=2)
         ax.set_xscale("log")
-        ax.set_xlabel("lr / centre of its sweep")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+        ax.set_title(family, fontsize=10)
+        ax.set_xlabel("learning rate")
+        ax.grid(True, alpha=0.3, which="major")
+    for ax in axes.flat[len(families):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
         ax.set_ylabel("final test accuracy (%)" if acc else "final test bits per character")
-        ax.set_title(f"batch {batch}")
-        ax.grid(True, alpha=0.3, which="both")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)),
-                   frameon=False, fontsize=9)
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
+                   fontsize=9)
     fig.suptitle(f"{title}: final test metric against lr (x = diverged)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 0.96))
     png = out / "sweep.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
