@@ -265,7 +265,7 @@ def test_shakespeare_smoke_reports_bits_per_character(tmp_path: Path) -> None:
     for family in ("GSSGD", "Clipped SGD c=0.2", "Normalized SGD"):
         assert f"| {family} |" in best
     # --only ran one lr per family: a one-point "sweep" is never flagged as at its edge
-    assert "| 64 | GSSGD | 0.001 |" in best and "edge" not in best.split("\n\n", 2)[2]
+    assert "| 64 | GSSGD | 1e-3 |" in best and "edge" not in best.split("\n\n", 2)[2]
     assert {p.name for p in out.glob("best_curves_b*.png")} == {
         "best_curves_b64.png", "best_curves_b8.png"}
     assert (out / "sweep.png").stat().st_size > 10_000
