@@ -83,6 +83,20 @@ def _diverged(row: dict[str, Any], metric: str) -> bool:
     return failed or (row["n"] > 0 and row.get(f"{metric}_mean") is None)
 
 
+def _by_family(
+    rows: Sequence[dict[str, Any]],
+) -> dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]]:
+    """``(batch size, family) -> [(parsed label, row)]`` in grid order; refuses other labels."""
+    groups: dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]] = {}
+    for row in rows:
+        parsed = parse_sweep_label(row["label"])
+        if parsed is None:
+            raise ValueError(f"not a sweep label: {row['label']!r} (expected '<family> lr=<lr> "
+                             "b<batch>')")
+        groups.setdefault((parsed.batch_size, parsed.family), []).append((parsed, row))
+    return groups
+
+
 def best_per_family(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each (batch size, family): the sweep point with the best mean test metric.
 
@@ -94,15 +108,8 @@ def best_per_family(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     finite metric although finished).
     """
     metric, higher = _metric(rows)
-    groups: dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]] = {}
-    for row in rows:
-        parsed = parse_sweep_label(row["label"])
-        if parsed is None:
-            raise ValueError(f"not a sweep label: {row['label']!r} (expected '<family> lr=<lr> "
-                             "b<batch>')")
-        groups.setdefault((parsed.batch_size, parsed.family), []).append((parsed, row))
     out: list[dict[str, Any]] = []
-    for (batch, family), points in groups.items():
+    for (batch, family), points in _by_family(rows).items():
         lrs = sorted(p.lr for p, _ in points)
         scored = [(p, r) for p, r in points if r.get(f"{metric}_mean") is not None]
         diverged = [r["label"] for _, r in points if _diverged(r, metric)]
@@ -228,16 +235,10 @@ def sweep_points(rows: Sequence[dict[str, Any]]) -> SweepPoints:
     """
     metric, _ = _metric(rows)
     points: SweepPoints = {}
-    for row in rows:
-        parsed = parse_sweep_label(row["label"])
-        if parsed is None:
-            raise ValueError(f"not a sweep label: {row['label']!r}")
-        points.setdefault(parsed.batch_size, {}).setdefault(parsed.family, []).append(
-            (parsed.lr, row.get(f"{metric}_mean"))
+    for (batch, family), group in _by_family(rows).items():
+        points.setdefault(batch, {})[family] = sorted(
+            ((p.lr, r.get(f"{metric}_mean")) for p, r in group), key=lambda v: v[0]
         )
-    for families in points.values():
-        for values in families.values():
-            values.sort(key=lambda v: v[0])
     return points
 
 
