@@ -29,7 +29,7 @@ def n_params(m: nn.Module) -> int:
 
 
 def test_available_models() -> None:
-    assert available_models() == ["char-lstm", "cnn", "mlp", "resnet18"]
+    assert available_models() == ["char-lstm", "cnn", "gpt", "mlp", "resnet18"]
     for name in available_models():
         assert name in describe_model(name)
 
@@ -116,7 +116,7 @@ def test_char_lstm_is_causal() -> None:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    valid = r"Unknown model 'resnet50'.*char-lstm, cnn, mlp, resnet18"
+    valid = r"Unknown model 'resnet50'.*char-lstm, cnn, gpt, mlp, resnet18"
     with pytest.raises(ValueError, match=valid):
         create_model("resnet50", num_classes=10, input_shape=(3, 32, 32))
 
@@ -191,6 +191,10 @@ def test_every_model_can_fit_a_tiny_batch(name: str) -> None:
     torch.manual_seed(0)
     if name == "char-lstm":
         m = create_model(name, num_classes=6, input_shape=(8,), width=16, embed_dim=8)
+        x = torch.randint(0, 6, (4, 8))
+        y = torch.roll(x, -1, dims=1)
+    elif name == "gpt":
+        m = create_model(name, num_classes=6, input_shape=(8,), width=16, n_layer=1, n_head=2)
         x = torch.randint(0, 6, (4, 8))
         y = torch.roll(x, -1, dims=1)
     else:

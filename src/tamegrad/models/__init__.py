@@ -1,13 +1,16 @@
 """Model zoo for the training engine: ``create_model(name, num_classes=..., input_shape=...)``.
 
-Models: ``resnet18`` (CIFAR-style), ``cnn``, ``mlp``, ``char-lstm``. None use dropout by default.
+Models: ``resnet18`` (CIFAR-style), ``cnn``, ``mlp``, ``char-lstm``, ``gpt`` (a small
+decoder-only transformer). None use dropout by default.
 """
 
 from .factory import available_models, create_model, describe_model
+from .gpt import GPT
 from .resnet import BasicBlock, ResNet18
 from .small import MLP, CharLSTM, SmallCNN
 
 __all__ = [
+    "GPT",
     "MLP",
     "BasicBlock",
     "CharLSTM",

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from .gpt import GPT
 from .resnet import ResNet18
 from .small import MLP, CharLSTM, SmallCNN
 
@@ -77,6 +78,20 @@ def _build_char_lstm(
     )
 
 
+def _build_gpt(
+    num_classes: int, input_shape: Sequence[int], width: int, *, n_layer: int, n_head: int,
+    block_size: int | None,
+) -> nn.Module:
+    context = int(input_shape[0]) if block_size is None else block_size
+    return GPT(
+        num_classes,
+        n_layer=_positive_int("gpt", "n_layer", n_layer),
+        n_head=_positive_int("gpt", "n_head", n_head),
+        n_embd=width,
+        block_size=_positive_int("gpt", "block_size", context),
+    )
+
+
 _MODELS: dict[str, _ModelSpec] = {
     "resnet18": _ModelSpec(
         _build_resnet18, {"zero_init_residual": False}, 64,
@@ -94,6 +109,11 @@ _MODELS: dict[str, _ModelSpec] = {
     "char-lstm": _ModelSpec(
         _build_char_lstm, {"embed_dim": 64, "num_layers": 2, "dropout": 0.0}, 256,
         "embedding -> 2-layer LSTM (width = hidden size, default 256) -> vocab logits (B,T,V)",
+    ),
+    "gpt": _ModelSpec(
+        _build_gpt, {"n_layer": 4, "n_head": 4, "block_size": None}, 128,
+        "decoder-only transformer (pre-LN, causal SDPA, GELU MLP); width = n_embd; "
+        "block_size (context) defaults to input_shape[0]; logits (B,T,V)",
     ),
 }
 # ``hidden`` is accepted as an alias of ``width`` for the LSTM (the hidden size).
@@ -130,9 +150,10 @@ def create_model(
     """Build model ``name`` for ``num_classes`` outputs and inputs of shape ``input_shape``.
 
     ``input_shape`` excludes the batch dimension: ``(C, H, W)`` for ``resnet18``/``cnn``, any
-    shape for ``mlp`` (it flattens), ``(T,)`` (ignored) for ``char-lstm``, whose ``num_classes``
-    is the vocabulary size. ``width`` is the model's size knob (first-stage channels for the conv
-    nets, hidden size for the MLP and LSTM); ``None`` means the model's default. Unknown names
+    shape for ``mlp`` (it flattens), ``(T,)`` (ignored) for ``char-lstm`` and ``(T,)`` (the
+    default context length) for ``gpt``; for both ``num_classes`` is the vocabulary size.
+    ``width`` is the model's size knob (first-stage channels for the conv nets, hidden size for
+    the MLP and LSTM, n_embd for gpt); ``None`` means the model's default. Unknown names
     and unknown or invalid ``options`` raise ``ValueError``. Parameters are initialised from
     torch's global RNG: seed it (``torch.manual_seed``) for a reproducible init.
     """
