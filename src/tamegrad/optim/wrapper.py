@@ -22,7 +22,14 @@ __all__ = ["Lookahead", "TrajectoryRegularized", "WrappedOptimizer"]
 
 
 class WrappedOptimizer(Optimizer):
-    """Shared plumbing of optimizers that delegate the update to ``self.optimizer``."""
+    """Shared plumbing of optimizers that delegate the update to ``self.optimizer``.
+
+    Copies (``copy.deepcopy``, ``pickle``) carry the wrapped optimizer and the attributes named
+    in ``_PICKLED_ATTRS``; hooks are dropped, as torch drops them for every optimizer.
+    """
+
+    #: instance attributes beyond torch's (defaults, state, param_groups) that a copy keeps
+    _PICKLED_ATTRS: tuple[str, ...] = ("optimizer",)
 
     def __init__(self, optimizer: Optimizer, defaults: dict[str, Any]) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -35,6 +42,15 @@ class WrappedOptimizer(Optimizer):
         super().__init__(optimizer.param_groups, defaults)
         self.param_groups = optimizer.param_groups
         self.defaults = {**optimizer.defaults, **defaults}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer.__getstate__ keeps only defaults, state and param_groups; the
+        # wrapped optimizer shares param_groups with us, and pickle / deepcopy keep that
+        # sharing because both are copied in one pass.
+        state = super().__getstate__()
+        for attr in self._PICKLED_ATTRS:
+            state[attr] = getattr(self, attr)
+        return state
 
     def _init_group_extra(self, group: dict[str, Any]) -> None:
         """Validate / complete the wrapper's own entries of a param group."""
@@ -102,6 +118,8 @@ class TrajectoryRegularized(WrappedOptimizer):
             group's own ``foreach`` when it is a bool, and is on otherwise.
     """
 
+    _PICKLED_ATTRS = (*WrappedOptimizer._PICKLED_ATTRS, "_foreach_penalty")
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -112,7 +130,6 @@ class TrajectoryRegularized(WrappedOptimizer):
         anchor_dtype: torch.dtype | str | None = None,
         foreach: bool | None = None,
     ) -> None:
-        self._lambda_w_default = lambda_w
         self._foreach_penalty = foreach
         defaults = {
             "lambda_w": lambda_w,
