@@ -3,6 +3,8 @@
 * :func:`convert` / :func:`revert` swap a model's layers for estimator layers in place and back
   (methods: :func:`available_methods`; new ones via :func:`register_method`);
 * ``rad``: :class:`RADLinear`, :class:`RADConv2d` (randomized automatic differentiation);
+* ``wtacrs`` (and the ablations ``crs``, ``topk``): :class:`WTACRSLinear`, with the
+  gradient-norm cache :class:`GradNormCache` and :func:`batch_context` / :func:`norm_cache`;
 * :class:`ActivationMeter` measures the bytes a step keeps for backward, and
   :func:`largest_batch_that_fits` finds the equal-memory batch size.
 
@@ -18,6 +20,7 @@ from ._registry import (
     get_method,
     register_method,
 )
+from .batch_context import batch_context, norm_cache
 from .convert import convert, converted_layers, is_converted, revert
 from .memory import (
     ActivationMeter,
@@ -26,7 +29,9 @@ from .memory import (
     measure_activation_bytes,
     note_saved_bytes,
 )
+from .norm_cache import GradNormCache
 from .rad import VARIANTS, RADConv2d, RADLinear, check_keep_frac, kept_count
+from .wtacrs import BiasedEstimatorWarning, WTACRSLinear  # registers wtacrs, crs, topk
 
 register_method(
     "rad",
@@ -39,12 +44,16 @@ register_method(
 __all__ = [
     "VARIANTS",
     "ActivationMeter",
+    "BiasedEstimatorWarning",
     "EstimatorLayer",
+    "GradNormCache",
     "MemoryReport",
     "Method",
     "RADConv2d",
     "RADLinear",
+    "WTACRSLinear",
     "available_methods",
+    "batch_context",
     "check_keep_frac",
     "convert",
     "converted_layers",
@@ -53,6 +62,7 @@ __all__ = [
     "kept_count",
     "largest_batch_that_fits",
     "measure_activation_bytes",
+    "norm_cache",
     "note_saved_bytes",
     "register_method",
     "revert",
