@@ -48,22 +48,19 @@ DRIVER = textwrap.dedent(
     import torch
     import torch.distributed as dist
     torch.set_num_threads(1)
-    import tamegrad.train.trainer as tm
-    from tamegrad.train import TrainConfig, train
+    from tamegrad.train import RunExtensions, TrainConfig, train
 
     out = sys.argv[1]
     rank = int(os.environ["RANK"])
     dist.init_process_group("gloo")
     models = []
-    real = tm.create_model
-    def capture(*args, **kwargs):
-        m = real(*args, **kwargs)
-        models.append(m)
-        return m
-    tm.create_model = capture
+    def capture(model):  # the model-building seam: keep a handle on this rank's model
+        models.append(model)
+        return model
     for name in ("mlp", "cnn"):
         cfg = TrainConfig.from_dict(json.load(open(os.path.join(out, name + ".json"))))
-        summary = train(cfg, os.path.join(out, name), progress=False)
+        summary = train(cfg, os.path.join(out, name), progress=False,
+                        extensions=RunExtensions(convert_model=capture))
         torch.save({"model": models[-1].state_dict(), "summary": summary,
                     "still_initialised": dist.is_initialized()},
                    os.path.join(out, f"{name}_rank{rank}.pt"))
@@ -113,8 +110,10 @@ def test_ranks_end_identical_and_folder_written_once(ddp_out: Path, name: str) -
         assert torch.equal(ck["model"][k], r0["model"][k]), k
     assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "metrics.jsonl",
                                        "summary.json"]
-    assert os.listdir(run / "checkpoints") == ["last.pt"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    step = rows[-1]["step"]  # the shared file and one shard per rank, of the last checkpoint
+    assert sorted(os.listdir(run / "checkpoints")) == [
+        "last.pt", f"rank0-step{step}.pt", f"rank1-step{step}.pt"]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: no duplicated lines
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -13,11 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-import tamegrad.train.trainer as trainer_mod
-from tamegrad.data import BatchLoader
 from tamegrad.train import (
     CheckpointError,
     NonFiniteLossError,
+    RunExtensions,
     TrainConfig,
     create_scheduler,
     load_checkpoint,
@@ -25,6 +25,7 @@ from tamegrad.train import (
     save_checkpoint,
     train,
 )
+from tamegrad.train.build import augment_for
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME_KEYS = {"epoch_time", "wall_time"}
@@ -419,44 +420,35 @@ def test_nan_loss_stops_with_clear_error(tmp_path: Path) -> None:
     assert "NonFiniteLossError" in summary["error"] and f"step {e.step}" in summary["error"]
 
 
-class _PoisonedLoader:
-    """Wraps BatchLoader; makes batch ``bad_batch`` of epoch ``bad_epoch`` all-NaN."""
+class _AtMicroBatch:
+    """A ``batch_context`` (the trainer's per-batch seam) that calls ``action(batch)`` when the
+    ``n``-th training micro-batch of the session (1-based) starts."""
 
-    bad_epoch = 1
-    bad_batch = 5
+    def __init__(self, n: int, action: Any) -> None:
+        self.n, self.action, self.calls = n, action, 0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.inner = BatchLoader(*args, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def epoch(self, epoch: int, start_batch: int = 0):
-        for b, (x, y) in enumerate(self.inner.epoch(epoch, start_batch), start=start_batch):
-            if self.inner.shuffle and (epoch, b) == (self.bad_epoch, self.bad_batch):
-                x = torch.full_like(x, float("nan"))
-            yield x, y
+    def __call__(self, model: Any, batch: Any) -> contextlib.nullcontext[None]:
+        self.calls += 1
+        if self.calls == self.n:
+            self.action(batch)
+        return contextlib.nullcontext()
 
 
-def test_injected_nan_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    import tamegrad.data
-
-    monkeypatch.setattr(tamegrad.data, "BatchLoader", _PoisonedLoader)
+def test_injected_nan_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints" / "last.pt"
-    saved: list[bytes] = []
-    real_save = trainer_mod.save_checkpoint
+    good: list[bytes] = []
 
-    def recording_save(path: Any, payload: dict[str, Any]) -> None:
-        real_save(path, payload)
-        saved.append(Path(path).read_bytes())
+    def poison(batch: Any) -> None:  # epoch 2, batch 5 (16 batches per epoch)
+        good.append(ckpt.read_bytes())
+        batch.x.fill_(float("nan"))
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", recording_save)
+    ext = RunExtensions(batch_context=_AtMicroBatch(16 + 5 + 1, poison))
     with pytest.raises(NonFiniteLossError, match=r"epoch 2 at optimizer step 22") as err:
-        train(tiny(epochs=3, checkpoint_every_steps=4), tmp_path)  # 16 steps per epoch
+        train(tiny(epochs=3, checkpoint_every_steps=4), tmp_path, extensions=ext)
     assert (err.value.epoch, err.value.step) == (2, 22)
     assert math.isnan(err.value.value)
     # the checkpoint is the last one written before the bad step (step 20), byte for byte
-    assert ckpt.read_bytes() == saved[-1]
+    assert ckpt.read_bytes() == good[-1]
     ck = load_checkpoint(ckpt)
     assert (ck["global_step"], ck["epoch"], ck["batch_in_epoch"]) == (20, 1, 4)
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
@@ -474,32 +466,26 @@ class _Crash(Exception):
     pass
 
 
+def _crash(batch: Any) -> None:
+    raise _Crash
+
+
 @pytest.mark.parametrize(
-    ("crash_after_saves", "accum", "position"),
-    [(3, 1, (0, 15)), (6, 2, (2, 8)), (4, 1, (1, 0))],  # (epoch, micro-batch) of the checkpoint
+    ("crash_at", "accum", "position"),  # crash as micro-batch crash_at (1-based) starts; the
+    [(16, 1, (0, 15)), (41, 2, (2, 8)), (17, 1, (1, 0))],  # (epoch, batch) of the last checkpoint
 )
 def test_resume_after_crash_matches_uninterrupted(
-    tmp_path: Path, monkeypatch, crash_after_saves: int, accum: int, position: tuple[int, int]
+    tmp_path: Path, crash_at: int, accum: int, position: tuple[int, int]
 ) -> None:
     cfg = tiny(epochs=3, checkpoint_every_steps=5, grad_accum=accum, schedule="cosine",
                optimizer="sgd", optimizer_kwargs={"momentum": 0.9}, model="cnn", width=4,
                dataset_options={"n_train": 128, "n_test": 32})
     ref = train(cfg, tmp_path / "ref")
 
-    real_save = trainer_mod.save_checkpoint
-    calls = {"n": 0}
-
-    def crashing_save(path: Any, payload: dict[str, Any]) -> None:
-        real_save(path, payload)
-        calls["n"] += 1
-        if calls["n"] == crash_after_saves:
-            raise _Crash
-
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", crashing_save)
     run = tmp_path / "run"
+    ext = RunExtensions(batch_context=_AtMicroBatch(crash_at, _crash))
     with pytest.raises(_Crash):
-        train(cfg, run)
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+        train(cfg, run, extensions=ext)
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     crashed = load_checkpoint(run / "checkpoints" / "last.pt")
     assert (crashed["epoch"], crashed["batch_in_epoch"]) == position
@@ -562,9 +548,7 @@ def test_resume_from_corrupt_checkpoint_leaves_run_untouched(tmp_path: Path, dam
 
 
 @pytest.mark.parametrize("optimizer", ["trsgd", "tradam", "tr-adamw", "lookahead-sgd"])
-def test_resume_is_exact_for_tamegrad_optimizers(
-    tmp_path: Path, monkeypatch, optimizer: str
-) -> None:
+def test_resume_is_exact_for_tamegrad_optimizers(tmp_path: Path, optimizer: str) -> None:
     """Optimizer state (trajectory anchors, slow weights, ...) survives a checkpoint exactly."""
     from tamegrad.optim import list_optimizers
 
@@ -574,19 +558,10 @@ def test_resume_is_exact_for_tamegrad_optimizers(
     cfg = tiny(optimizer=optimizer, lr=lr, weight_decay=1e-4, checkpoint_every_steps=5,
                dataset_options={"n_train": 128, "n_test": 32, "as_vectors": True})
     train(cfg, tmp_path / "ref")
-    real_save = trainer_mod.save_checkpoint
-    calls = {"n": 0}
-
-    def crashing_save(path: Any, payload: dict[str, Any]) -> None:
-        real_save(path, payload)
-        calls["n"] += 1
-        if calls["n"] == 2:  # mid-epoch 1, step 10
-            raise _Crash
-
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", crashing_save)
+    ext = RunExtensions(batch_context=_AtMicroBatch(12, _crash))  # last checkpoint: step 10
     with pytest.raises(_Crash):
-        train(cfg, tmp_path / "run")
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+        train(cfg, tmp_path / "run", extensions=ext)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 10
     train(cfg, tmp_path / "run", resume=True)
     assert strip_times(read_metrics(tmp_path / "run")) == strip_times(
         read_metrics(tmp_path / "ref"))
@@ -615,10 +590,10 @@ def test_augmentation_only_for_rgb_32x32_images() -> None:
     from tamegrad.data import Augment, load_dataset
 
     cifar_like = load_dataset("synthetic", image_size=32, n_train=8, n_test=8)
-    aug = trainer_mod._augment_for(TrainConfig(), cifar_like)
+    aug = augment_for(TrainConfig(), cifar_like)
     assert isinstance(aug, Augment) and aug.crop_padding == 4 and aug.hflip
-    assert trainer_mod._augment_for(TrainConfig(augment=False), cifar_like) is None
+    assert augment_for(TrainConfig(augment=False), cifar_like) is None
     digits_like = load_dataset("synthetic", image_size=8, channels=1, n_train=8, n_test=8)
-    assert trainer_mod._augment_for(TrainConfig(), digits_like) is None
+    assert augment_for(TrainConfig(), digits_like) is None
     vectors = load_dataset("synthetic", as_vectors=True, n_train=8, n_test=8)
-    assert trainer_mod._augment_for(TrainConfig(), vectors) is None
+    assert augment_for(TrainConfig(), vectors) is None

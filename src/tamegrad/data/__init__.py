@@ -18,12 +18,13 @@ from .base import (
     default_cache_dir,
     default_data_dir,
 )
-from .loader import BatchLoader, derive_seed
+from .loader import Batch, BatchLoader, derive_seed
 from .registry import available_datasets, dataset_options, load_dataset
 from .text import decode, encode
 
 __all__ = [
     "Augment",
+    "Batch",
     "BatchLoader",
     "Dataset",
     "DatasetCorruptError",

@@ -22,13 +22,14 @@ image sizes the per-batch cost is a few tens of microseconds).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .augment import Augment
 
-__all__ = ["BatchLoader", "derive_seed"]
+__all__ = ["Batch", "BatchLoader", "derive_seed"]
 
 _MASK64 = (1 << 64) - 1
 _PERM_TAG = 0x5045524D  # "PERM"
@@ -58,6 +59,16 @@ def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {low})")
     return value
+
+
+class Batch(NamedTuple):
+    """One batch of this rank: inputs, targets, the example indices into the data set, and
+    optional per-example weights (set by a sampler; None means equal weights)."""
+
+    x: Tensor
+    y: Tensor
+    indices: Tensor
+    weights: Tensor | None = None
 
 
 class BatchLoader:
@@ -167,16 +178,31 @@ class BatchLoader:
             )
         return self._iterate(epoch, start_batch)
 
-    def _iterate(self, epoch: int, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Like :meth:`epoch`, but each item is a :class:`Batch` that also carries the example
+        indices (``weights`` is None: the loader's order gives every example equal weight)."""
+        self.epoch(epoch, start_batch)  # validate now, not at the first next()
+        return self._iterate_indexed(epoch, start_batch)
+
+    def _iterate_indexed(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         if start_batch >= self._num_batches:
             return
         perm = self.permutation(epoch)
         if perm.device != self.x.device:
             perm = perm.to(self.x.device)
         for b in range(start_batch, self._num_batches):
-            yield self._batch(self.batch_indices(perm, b), epoch, b)
+            idx = self.batch_indices(perm, b)
+            x, y = self.load(idx, epoch, b)
+            yield Batch(x, y, idx)
 
-    def _batch(self, idx: Tensor, epoch: int, batch: int) -> tuple[Tensor, Tensor]:
+    def _iterate(self, epoch: int, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, _, _ in self._iterate_indexed(epoch, start_batch):
+            yield x, y
+
+    def load(self, idx: Tensor, epoch: int, batch: int) -> tuple[Tensor, Tensor]:
+        """The examples ``idx`` as batch ``batch`` of epoch ``epoch``: moved to the device,
+        augmented with the (seed, epoch, batch, rank) generator and normalised. A sampler that
+        picks its own indices uses this to get exactly what :meth:`epoch` would yield."""
         xb = self.x.index_select(0, idx).to(self.device, non_blocking=True)
         yb = self.y.index_select(0, idx.to(self.y.device)).to(self.device, non_blocking=True)
         if not self.is_image:

@@ -4,14 +4,18 @@ See :mod:`tamegrad.train.trainer` for the run-folder layout and the design choic
 (gradient accumulation, metrics, resume, distributed).
 """
 
+from .build import resolve_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .extensions import RunExtensions
+from .metrics import NonFiniteLossError
 from .schedule import create_scheduler, lr_factor
-from .trainer import NonFiniteLossError, resolve_device, train
+from .trainer import train
 
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
+    "RunExtensions",
     "TrainConfig",
     "create_scheduler",
     "load_checkpoint",

@@ -6,6 +6,10 @@ the previous complete file or the new complete file, never a torn one, even if t
 killed (SIGKILL) or the machine loses power mid-write. A killed writer can leave a stray
 ``.<name>.*.tmp`` file behind; :func:`remove_stale_temp_files` deletes them.
 
+:func:`write_run_checkpoint` / :func:`read_run_checkpoint` lay a run's checkpoint out in its
+:class:`~tamegrad.train.run_folder.RunFolder`: one shared file plus, in distributed runs, one
+shard per rank for what differs between ranks.
+
 ``load_checkpoint`` uses ``torch.load(weights_only=True)``: payloads may contain only tensors,
 numbers, strings, None and (nested) dicts/lists/tuples of those, which is what the trainer
 stores. Arbitrary Python objects are refused rather than unpickled.
@@ -21,6 +25,9 @@ from typing import Any
 import torch
 
 from tamegrad._atomic import atomic_write
+
+from ..distributed import DistContext
+from .run_folder import RunFolder
 
 FORMAT = "tamegrad-checkpoint"
 VERSION = 1
@@ -104,3 +111,67 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# a run's checkpoint: one shared file, plus one shard per rank in distributed runs
+
+
+def write_run_checkpoint(
+    folder: RunFolder, dist: DistContext, shared: dict[str, Any], own: dict[str, Any], step: int
+) -> None:
+    """Write a run's checkpoint taken after optimizer step ``step``; every rank calls this.
+
+    Single process: ``own`` is merged into ``shared`` and written as ``checkpoints/last.pt``.
+    Distributed: every rank writes ``own`` (its RNG, per-rank optimizer or sampler state) to
+    its shard ``rank<r>-step<step>.pt``; after a barrier rank 0 writes the shared file, which
+    names the step of the shards it belongs to; after a second barrier each rank deletes its
+    older shards. Each file is atomic, and a crash at any point leaves a shared file whose
+    shards exist (the old ones are deleted only after the new shared file is in place).
+    """
+    if not dist.enabled:
+        save_checkpoint(folder.checkpoint_path, {**shared, **own, "world_size": 1})
+        return
+    shard = folder.shard_path(dist.rank, step)
+    save_checkpoint(shard, {**own, "rank": dist.rank, "step": step})
+    dist.barrier()
+    if dist.is_main:
+        save_checkpoint(
+            folder.checkpoint_path,
+            {**shared, "world_size": dist.world_size, "shard_step": step},
+        )
+    dist.barrier()
+    for old in folder.shard_paths(dist.rank):
+        if old != shard:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def read_run_checkpoint(folder: RunFolder, dist: DistContext) -> dict[str, Any]:
+    """Read the checkpoint written by :func:`write_run_checkpoint`: the shared entries with this
+    rank's own entries merged over them (rank 0's RNG for checkpoints older than shards).
+
+    Raises :class:`CheckpointError` when the file or this rank's shard is missing or corrupt,
+    or when the checkpoint was written by a different number of processes.
+    """
+    path = folder.checkpoint_path
+    data = load_checkpoint(path)
+    world = data.get("world_size")
+    if world is None:  # written before shards existed: rank 0's state serves every rank
+        return data
+    if int(world) != dist.world_size:
+        raise CheckpointError(
+            path, f"it was written by {world} process(es) and this run has {dist.world_size}; "
+            "resume with the same number of processes"
+        )
+    if not dist.enabled:
+        return data
+    step = int(data["shard_step"])
+    own = load_checkpoint(folder.shard_path(dist.rank, step))
+    if own.get("rank") != dist.rank or own.get("step") != step:
+        raise CheckpointError(
+            folder.shard_path(dist.rank, step), f"it is not rank {dist.rank}'s shard of step {step}"
+        )
+    merged = {**data, **{k: v for k, v in own.items() if k not in ("rank", "step", "states")}}
+    merged["states"] = {**(data.get("states") or {}), **(own.get("states") or {})}
+    return merged
