@@ -50,3 +50,47 @@ def test_copy_round_trips_and_continues_identically(name: str, how: str) -> None
     run_steps(opt, params, 3, 8)
     run_steps(opt2, params2, 3, 8)
     assert max_abs_diff(params, params2) == 0.0
+
+
+# ----------------------------------------------------------------------------- add_param_group
+def _bad_groups(name: str) -> list[dict[str, Any]]:
+    bad: list[dict[str, Any]] = [{"lr": float("nan")}, {"lr": -1.0}]
+    if name.startswith(("tr-", "trsgd", "tradam")):
+        bad += [{"inner_steps": 0}, {"lambda_w": -1.0}]
+    if name.startswith("lookahead"):
+        bad += [{"lookahead_k": 0}, {"lookahead_alpha": 2.0}]
+    return bad
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rejected_param_group_leaves_the_optimizer_unchanged(name: str) -> None:
+    ref = make_params()
+    ref_opt = create(name, ref[:2], **HP)
+    run_steps(ref_opt, ref[:2], 0, 6)
+
+    params = make_params()
+    opt = create(name, params[:2], **HP)
+    run_steps(opt, params[:2], 0, 2)
+    before = copy.deepcopy(opt.state_dict())
+    for bad in _bad_groups(name):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            opt.add_param_group({"params": [params[2]], **bad})
+        assert len(opt.param_groups) == 1, bad
+        assert _same(opt.state_dict(), before), bad
+    run_steps(opt, params[:2], 2, 6)  # still steps, exactly as if nothing had been tried
+    assert max_abs_diff(params[:2], ref[:2]) == 0.0
+    # and a valid group is still accepted and stepped
+    opt.add_param_group({"params": [params[2]], "lr": 0.02})
+    start = params[2].detach().clone()
+    run_steps(opt, params, 6, 8)
+    assert max_abs_diff([start], [params[2]]) > 0

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from . import _torch_bases as _tb
 from . import gssgd as _gssgd
 from . import normalized as _normalized
 from .gssgd import GeneralizedSignSGD
@@ -50,10 +51,11 @@ def _register_base(name: str, factory: Any, description: str, **defaults: Any) -
     _BASES.append(name)
 
 
-_register_base("sgd", torch.optim.SGD, "torch.optim.SGD (momentum, nesterov, L2 weight decay)")
-_register_base("adam", torch.optim.Adam, "torch.optim.Adam")
-_register_base("adamw", torch.optim.AdamW, "torch.optim.AdamW (decoupled weight decay)")
-_register_base("rmsprop", torch.optim.RMSprop, "torch.optim.RMSprop")
+# torch's classes with param groups validated before they are appended (see _torch_bases)
+_register_base("sgd", _tb.SGD, "torch.optim.SGD (momentum, nesterov, L2 weight decay)")
+_register_base("adam", _tb.Adam, "torch.optim.Adam")
+_register_base("adamw", _tb.AdamW, "torch.optim.AdamW (decoupled weight decay)")
+_register_base("rmsprop", _tb.RMSprop, "torch.optim.RMSprop")
 _gssgd.register_all(_register_base)  # gssgd, signum, signsgd
 _normalized.register_all(_register_base)  # normalized-sgd, clipped-sgd
 register("trsgd", TRSGD, "TRSGD: SGD with trajectory regularization (paper: lr 0.1, lambda_w 0.01)")

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from . import trajectory as tr
-from ._validation import check_no_sparse, check_nonnegative
+from ._validation import check_no_sparse, check_nonnegative, validated_group
 
 
 class TROptimizer(Optimizer):
@@ -30,8 +30,10 @@ class TROptimizer(Optimizer):
         raise NotImplementedError
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        """Add a group, validated (and its ``lambda_w`` resolved) before it is appended."""
+        super().add_param_group(validated_group(self.defaults, param_group, self._check_group))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
         check_nonnegative("lr", group["lr"])
         tr.check_lr_is_float(type(self).__name__, group)
         tr.fill_group_defaults(group, group.get("lambda_w"))

@@ -7,7 +7,8 @@ Each check raises ``ValueError`` naming the parameter and the offending value, a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -94,3 +95,24 @@ def check_float_dtype(name: str, dtype: object) -> torch.dtype | None:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"Invalid {name}: {dtype!r} (expected a floating-point torch.dtype)")
     return dtype
+
+
+def validated_group(
+    defaults: dict[str, Any], param_group: dict[str, Any], validate: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """``param_group`` completed with ``defaults`` and checked by ``validate``, before any append.
+
+    ``torch.optim.Optimizer.add_param_group`` appends the group as its last act; an optimizer
+    that validated the appended group afterwards kept a rejected group (and broke its next
+    ``step()``). Call this first: ``validate`` receives a completed copy (it may normalise
+    values in it, e.g. betas to floats), and only when it passes are the completed values
+    written into ``param_group``, which the caller then hands to ``add_param_group``.
+    """
+    if not isinstance(param_group, dict):
+        raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+    trial = {k: v for k, v in param_group.items() if k != "params"}
+    for key, value in defaults.items():
+        trial.setdefault(key, value)
+    validate(trial)
+    param_group.update(trial)
+    return param_group

@@ -47,6 +47,7 @@ from tamegrad.optim._validation import (
     check_no_sparse,
     check_nonnegative,
     check_positive,
+    validated_group,
 )
 
 __all__ = ["GeneralizedSignSGD", "gssgd", "max_coordinate_step", "register_all"]
@@ -108,9 +109,8 @@ class GeneralizedSignSGD(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; its own hyper-parameters are validated like the constructor's."""
-        super().add_param_group(param_group)
-        _validate_group(self.param_groups[-1])
+        """Add a group; its own hyper-parameters are validated (before it is appended)."""
+        super().add_param_group(validated_group(self.defaults, param_group, _validate_group))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -26,6 +26,7 @@ from tamegrad.optim._validation import (
     check_nonnegative,
     check_positive,
     check_unit_interval,
+    validated_group,
 )
 
 __all__ = ["ClippedSGD", "NormalizedSGD", "global_norm", "register_all"]
@@ -165,9 +166,8 @@ class _GlobalNormSGD(Optimizer):
             )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; its own hyper-parameters are validated like the constructor's."""
-        super().add_param_group(param_group)
-        self._validate(self.param_groups[-1])
+        """Add a group; its own hyper-parameters are validated (before it is appended)."""
+        super().add_param_group(validated_group(self.defaults, param_group, self._validate))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

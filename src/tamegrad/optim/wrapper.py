@@ -16,7 +16,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import trajectory as tr
-from ._validation import check_int_at_least, check_unit_interval
+from ._validation import (
+    check_int_at_least,
+    check_nonnegative,
+    check_unit_interval,
+    validated_group,
+)
 
 __all__ = ["Lookahead", "TrajectoryRegularized", "WrappedOptimizer"]
 
@@ -55,16 +60,23 @@ class WrappedOptimizer(Optimizer):
     def _init_group_extra(self, group: dict[str, Any]) -> None:
         """Validate / complete the wrapper's own entries of a param group."""
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if hasattr(self, "optimizer") and self.param_groups is self.optimizer.param_groups:
-            self.optimizer.add_param_group(param_group)
-            group = self.param_groups[-1]
-        else:  # during Optimizer.__init__
-            super().add_param_group(param_group)
-            group = param_group
-        for key, value in self.defaults.items():
-            group.setdefault(key, value)
+    def _check_group(self, group: dict[str, Any]) -> None:
+        if "lr" in group:
+            check_nonnegative("lr", group["lr"])
         self._init_group_extra(group)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the wrapped optimizer (which appends it to the shared list).
+
+        The wrapper's entries (and the lr) are validated before the wrapped optimizer sees the
+        group; a wrapped optimizer that appends a group before rejecting it (none of tamegrad's
+        and none of the registered torch ones do) would still leave it behind.
+        """
+        group = validated_group(self.defaults, param_group, self._check_group)
+        if hasattr(self, "optimizer") and self.param_groups is self.optimizer.param_groups:
+            self.optimizer.add_param_group(group)
+        else:  # during Optimizer.__init__: the wrapped optimizer's own groups
+            super().add_param_group(group)
 
     def _param_list(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
@@ -210,8 +222,9 @@ class Lookahead(WrappedOptimizer):
         super().__init__(optimizer, {"lookahead_k": k, "lookahead_alpha": alpha, "la_step": 0})
 
     def _init_group_extra(self, group: dict[str, Any]) -> None:
-        check_int_at_least("k", group["lookahead_k"], 1)
-        check_unit_interval("alpha", group["lookahead_alpha"], closed_right=True)
+        # a group's own values, under the group's keys (the constructor checked k and alpha)
+        check_int_at_least("lookahead_k", group["lookahead_k"], 1)
+        check_unit_interval("lookahead_alpha", group["lookahead_alpha"], closed_right=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
