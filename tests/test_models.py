@@ -29,7 +29,7 @@ def n_params(m: nn.Module) -> int:
 
 
 def test_available_models() -> None:
-    assert available_models() == ["char-lstm", "cnn", "gpt", "mlp", "resnet18"]
+    assert available_models() == ["char-lstm", "cnn", "gpt", "mlp", "rad-cnn", "resnet18"]
     for name in available_models():
         assert name in describe_model(name)
 
@@ -116,7 +116,7 @@ def test_char_lstm_is_causal() -> None:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    valid = r"Unknown model 'resnet50'.*char-lstm, cnn, gpt, mlp, resnet18"
+    valid = r"Unknown model 'resnet50'.*char-lstm, cnn, gpt, mlp, rad-cnn, resnet18"
     with pytest.raises(ValueError, match=valid):
         create_model("resnet50", num_classes=10, input_shape=(3, 32, 32))
 

@@ -22,6 +22,7 @@ from ._registry import (
 )
 from .batch_context import batch_context, norm_cache
 from .convert import convert, converted_layers, is_converted, revert
+from .lean import LEAN_FACTORIES, LeanAvgPool2d, MaskReLU
 from .memory import (
     ActivationMeter,
     MemoryReport,
@@ -40,6 +41,12 @@ register_method(
     description="randomized autodiff: store keep_frac of each Linear/Conv2d input "
     "(variant: different | same | projection)",
 )
+register_method(
+    "lean",
+    LEAN_FACTORIES,
+    options={},
+    description="exact training with memory-lean ReLU (1-bit mask) and AvgPool2d (shape only)",
+)
 
 __all__ = [
     "VARIANTS",
@@ -47,6 +54,8 @@ __all__ = [
     "BiasedEstimatorWarning",
     "EstimatorLayer",
     "GradNormCache",
+    "LeanAvgPool2d",
+    "MaskReLU",
     "MemoryReport",
     "Method",
     "RADConv2d",

@@ -29,6 +29,7 @@ from typing import Any
 from torch import nn
 
 from ._registry import get_method
+from .lean import LEAN_FACTORIES
 
 __all__ = ["convert", "converted_layers", "is_converted", "revert"]
 
@@ -76,22 +77,33 @@ def convert(
     *,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
+    lean: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Replace matching layers of ``model`` with ``method``'s estimator layers; return the model.
 
     ``options`` go to the method's layer factories (for ``rad``: ``keep_frac`` and
-    ``variant``). Every new layer is built (and every option validated) before the first swap,
-    so a ``ValueError`` leaves the model untouched. Raises ``ValueError`` for an unknown method
-    (listing the known ones), an unknown option, an include pattern that matches no convertible
-    layer (naming it), a model with nothing to convert, or a model that already holds converted
-    layers (``revert`` it first). A layer reachable under several names (a shared module) is
-    converted once and replaced under every name. When ``model`` itself is a convertible layer
-    the converted layer is returned (use the return value).
+    ``variant``). ``lean=True`` also converts ``nn.ReLU`` and ``nn.AvgPool2d`` layers
+    (matching the same patterns) to their exact memory-lean versions
+    (:mod:`tamegrad.estimators.lean`), as the ``lean`` method does on its own.
+
+    Every new layer is built (and every option validated) before the first swap, so a
+    ``ValueError`` leaves the model untouched. ``ValueError`` is raised for an unknown method
+    (listing the known ones), an unknown option, an include pattern that matches no
+    convertible layer (naming it), a model with nothing to convert, or a model that already
+    holds converted layers (``revert`` it first). A layer reachable under several names (a
+    shared module) is converted once and replaced under every name. When ``model`` itself is
+    a convertible layer the converted layer is returned (use the return value).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"convert expects an nn.Module, got {type(model).__name__}")
     spec = get_method(method)
+    if not isinstance(lean, bool):
+        raise ValueError(f"Invalid lean: {lean!r} (expected True or False)")
+    factories = dict(spec.factories)
+    if lean:
+        for typ, fac in LEAN_FACTORIES.items():
+            factories.setdefault(typ, fac)
     if spec.options is not None:
         unknown = sorted(set(options) - set(spec.options))
         if unknown:
@@ -116,13 +128,13 @@ def convert(
         )
 
     named = list(model.named_modules(remove_duplicate=False))
-    candidates = [(n, m) for n, m in named if type(m) in spec.factories]
+    candidates = [(n, m) for n, m in named if type(m) in factories]
     if inc is not None:
         unmatched = [p for p in inc if not any(_matches(p, n) for n, _ in candidates)]
         if unmatched:
             raise ValueError(
                 f"include pattern(s) {unmatched} match no layer that method {spec.name!r} "
-                f"converts ({', '.join(t.__name__ for t in spec.factories)}); "
+                f"converts ({', '.join(t.__name__ for t in factories)}); "
                 f"convertible layers: {[n for n, _ in candidates][:20]}"
             )
     chosen = [
@@ -134,13 +146,13 @@ def convert(
     if not chosen:
         raise ValueError(
             f"no layer of {type(model).__name__} to convert with method {spec.name!r} "
-            f"(types {', '.join(t.__name__ for t in spec.factories)}; include={inc}, "
+            f"(types {', '.join(t.__name__ for t in factories)}; include={inc}, "
             f"exclude={exc})"
         )
     new_by_id: dict[int, nn.Module] = {}
     for _, m in chosen:
         if id(m) not in new_by_id:
-            new_by_id[id(m)] = spec.factories[type(m)](m, **options)
+            new_by_id[id(m)] = factories[type(m)](m, **options)
     # a module shared by a chosen name and an excluded name is converted everywhere it appears
     for n, m in named:
         if id(m) in new_by_id and n:

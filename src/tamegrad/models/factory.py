@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from .gpt import GPT
+from .rad_cnn import RADPaperCNN
 from .resnet import ResNet18
 from .small import MLP, CharLSTM, SmallCNN
 
@@ -92,6 +93,10 @@ def _build_gpt(
     )
 
 
+def _build_rad_cnn(num_classes: int, input_shape: Sequence[int], width: int) -> nn.Module:
+    return RADPaperCNN(num_classes, _image_shape("rad-cnn", input_shape), width)
+
+
 _MODELS: dict[str, _ModelSpec] = {
     "resnet18": _ModelSpec(
         _build_resnet18, {"zero_init_residual": False}, 64,
@@ -105,6 +110,10 @@ _MODELS: dict[str, _ModelSpec] = {
     "mlp": _ModelSpec(
         _build_mlp, {"hidden": None, "depth": 2}, 256,
         "flatten -> depth hidden ReLU layers of size width (or explicit hidden=[...])",
+    ),
+    "rad-cnn": _ModelSpec(
+        _build_rad_cnn, {}, 16,
+        "the RAD paper's CIFAR CNN: 4 conv5x5 (w, 2w, 2w, 2w) + ReLU, avg-pools, linear",
     ),
     "char-lstm": _ModelSpec(
         _build_char_lstm, {"embed_dim": 64, "num_layers": 2, "dropout": 0.0}, 256,

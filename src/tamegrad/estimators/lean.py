@@ -1,0 +1,143 @@
+"""Exact, memory-lean ReLU and average pooling: what RAD's memory accounting assumes.
+
+RAD (spec ``rad.md``) keeps ReLU masks exact; its memory budget counts only what Linear/Conv2d
+layers store. In PyTorch a plain ``nn.ReLU`` saves its whole float output and ``avg_pool2d``
+saves its whole input (its backward only needs the shape), so once RAD layers stop keeping
+their inputs those two dominate: on the RAD paper's CIFAR CNN, RAD at keep_frac 0.1 alone
+still stores ~0.88x the exact step's bytes. These layers compute exactly the same outputs and
+gradients (bit for bit) while storing less:
+
+* :class:`MaskReLU`: saves the ``x > 0`` mask packed 8 per byte (1/32 of a float32 output);
+* :class:`LeanAvgPool2d`: saves nothing but the input shape (backward needs no values).
+
+They are converted by ``convert(model, "lean")`` (exact training, memory-lean) or together with
+an estimator by ``convert(model, "rad", keep_frac=..., lean=True)``; ``revert`` undoes both.
+Eval / ``no_grad`` run the plain layers. Limits: ``MaskReLU`` with ``inplace=True`` marks its
+input dirty as ``relu_`` does; a NaN input gives a NaN output and passes its gradient (as
+``threshold_backward`` does); ``nn.MaxPool2d`` is not converted (it saves int64 indices:
+use average pooling, as the RAD paper's CNN does); no double backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._registry import EstimatorLayer
+
+__all__ = ["LeanAvgPool2d", "MaskReLU", "pack_bits", "unpack_bits"]
+
+_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _bit_weights(device: torch.device) -> Tensor:
+    return torch.tensor(_BITS, dtype=torch.uint8, device=device)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """A bool tensor -> uint8 tensor of ``ceil(numel / 8)`` bytes (little-endian bit order)."""
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8).to(torch.uint8) * _bit_weights(flat.device)).sum(
+        1, dtype=torch.uint8
+    )
+
+
+def unpack_bits(packed: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """Inverse of :func:`pack_bits`: the bool tensor of ``shape``."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    bits = (packed.unsqueeze(1) & _bit_weights(packed.device)).ne(0)
+    return bits.reshape(-1)[:n].view(shape)
+
+
+class _MaskReLUFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, inplace: bool) -> Tensor:  # type: ignore[override]
+        if inplace:
+            out = torch.relu_(x)
+            ctx.mark_dirty(x)
+        else:
+            out = torch.relu(x)
+        ctx.save_for_backward(pack_bits(~(out <= 0)))
+        ctx.shape = out.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (packed,) = ctx.saved_tensors
+        keep = unpack_bits(packed, ctx.shape)
+        return torch.where(keep, grad, grad.new_zeros(())), None
+
+
+class MaskReLU(EstimatorLayer, nn.ReLU):
+    """``nn.ReLU`` that keeps a 1-bit mask for backward instead of its output (exact)."""
+
+    plain_type = nn.ReLU
+    estimator_method = "lean"
+
+    @classmethod
+    def from_plain(cls, layer: nn.ReLU, **_: Any) -> MaskReLU:
+        return cls._adopt(layer)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and input.requires_grad):
+            return super().forward(input)
+        return _MaskReLUFn.apply(input, self.inplace)
+
+
+class _LeanAvgPoolFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, args: tuple[Any, ...]) -> Tensor:  # type: ignore[override]
+        ctx.args = args
+        ctx.x_meta = (x.shape, x.dtype, x.device)
+        return F.avg_pool2d(x, *args)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        shape, dtype, device = ctx.x_meta
+        kernel, stride, padding, ceil_mode, count_include_pad, divisor = ctx.args
+        like = torch.empty(shape, dtype=dtype, device=device)  # shape only: values unused
+        return (
+            torch.ops.aten.avg_pool2d_backward(
+                grad, like, kernel, stride, padding, ceil_mode, count_include_pad, divisor
+            ),
+            None,
+        )
+
+
+def _pair(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
+
+
+class LeanAvgPool2d(EstimatorLayer, nn.AvgPool2d):
+    """``nn.AvgPool2d`` that saves only its input's shape for backward (exact)."""
+
+    plain_type = nn.AvgPool2d
+    estimator_method = "lean"
+
+    @classmethod
+    def from_plain(cls, layer: nn.AvgPool2d, **_: Any) -> LeanAvgPool2d:
+        return cls._adopt(layer)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and input.requires_grad):
+            return super().forward(input)
+        stride = self.stride if self.stride else self.kernel_size  # None/() -> kernel_size
+        args = (
+            _pair(self.kernel_size), _pair(stride), _pair(self.padding), bool(self.ceil_mode),
+            bool(self.count_include_pad), self.divisor_override,
+        )
+        return _LeanAvgPoolFn.apply(input, args)
+
+
+LEAN_FACTORIES: dict[type[nn.Module], Any] = {
+    nn.ReLU: MaskReLU.from_plain,
+    nn.AvgPool2d: LeanAvgPool2d.from_plain,
+}
