@@ -597,3 +597,37 @@ def test_augmentation_only_for_rgb_32x32_images() -> None:
     assert augment_for(TrainConfig(), digits_like) is None
     vectors = load_dataset("synthetic", as_vectors=True, n_train=8, n_test=8)
     assert augment_for(TrainConfig(), vectors) is None
+
+
+def test_resume_restores_the_thread_count_results_depend_on(tmp_path: Path, caplog) -> None:
+    """Issue 16.2: intra-op threads change float rounding; the checkpoint records the count and
+    a resumed run uses it (a plain resume in a process with another count used to differ)."""
+    cfg = tiny(dataset_options={"n_train": 96, "n_test": 16, "image_size": 16}, model="cnn",
+               width=8, batch_size=32, epochs=1, checkpoint_every_steps=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train(cfg, tmp_path / "ref")
+        with pytest.raises(_Crash):
+            train(cfg, tmp_path / "run",
+                  extensions=RunExtensions(batch_context=_AtMicroBatch(2, _crash)))
+        torch.set_num_threads(1)
+        with caplog.at_level(logging.WARNING, logger="tamegrad.train"):
+            train(cfg, tmp_path / "run", resume=True)
+        assert torch.get_num_threads() == 2
+        assert "2 intra-op threads" in caplog.text
+        assert_same_state(model_state(tmp_path / "run"), model_state(tmp_path / "ref"))
+        # the control: the same resume at 1 thread ends elsewhere (so the test can fail)
+        with pytest.raises(_Crash):
+            train(cfg, tmp_path / "ctl",
+                  extensions=RunExtensions(batch_context=_AtMicroBatch(2, _crash)))
+        ckpt = tmp_path / "ctl" / "checkpoints" / "last.pt"
+        data = load_checkpoint(ckpt)
+        data["env"]["threads"] = 1
+        save_checkpoint(ckpt, data)
+        torch.set_num_threads(1)
+        train(cfg, tmp_path / "ctl", resume=True)
+        ref, ctl = model_state(tmp_path / "ref"), model_state(tmp_path / "ctl")
+        assert any(not torch.equal(ref[k], ctl[k]) for k in ref)
+    finally:
+        torch.set_num_threads(before)
