@@ -110,16 +110,22 @@ def test_batch_context_is_per_model_nests_and_restores() -> None:
         plain(torch.randn(1, 3))
 
 
-def train_steps(model: nn.Module, opt: torch.optim.Optimizer, batches: list, cache_sync: bool
-                ) -> None:
+def train_steps(model: nn.Module, opt: torch.optim.Optimizer, batches: list, sync: str) -> None:
+    """``sync="explicit"``: ``cache.sync()`` after backward; ``"context"``: backward inside
+    ``batch_context(..., sync=True)``, which syncs on exit; ``"none"``: no sync."""
     cache = norm_cache(model)
     for ex, x, y in batches:
-        with batch_context(model, ex):
-            loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
         opt.zero_grad()
-        loss.backward()
-        if cache_sync and cache is not None:
-            cache.sync()
+        if sync == "context":
+            with batch_context(model, ex, sync=True):
+                F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1)).backward()
+        else:
+            with batch_context(model, ex):
+                loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+            loss.backward()
+            assert cache is not None
+            if sync == "explicit":
+                cache.sync()
         opt.step()
 
 
@@ -137,7 +143,7 @@ def test_training_fills_the_cache_reports_bytes_and_resume_is_exact() -> None:
     batches = data(0, 6)
     model = tiny_gpt()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train_steps(model, opt, batches[:3], cache_sync=True)
+    train_steps(model, opt, batches[:3], sync="explicit")
     cache = norm_cache(model)
     assert cache is not None and len(cache.layers()) == 6
     seen = torch.unique(torch.cat([b[0] for b in batches[:3]]))
@@ -148,7 +154,7 @@ def test_training_fills_the_cache_reports_bytes_and_resume_is_exact() -> None:
     # checkpoint: model, optimizer, cache, torch RNG (what the trainer saves)
     ckpt = copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict(),
                           "cache": cache.state_dict(), "rng": torch.get_rng_state()})
-    train_steps(model, opt, batches[3:], cache_sync=True)
+    train_steps(model, opt, batches[3:], sync="explicit")
     resumed = tiny_gpt(seed=123)
     resumed.load_state_dict(ckpt["model"])
     opt2 = torch.optim.Adam(resumed.parameters(), lr=1e-3)
@@ -157,7 +163,7 @@ def test_training_fills_the_cache_reports_bytes_and_resume_is_exact() -> None:
     assert c2 is not None
     c2.load_state_dict(ckpt["cache"])
     torch.set_rng_state(ckpt["rng"])
-    train_steps(resumed, opt2, batches[3:], cache_sync=True)
+    train_steps(resumed, opt2, batches[3:], sync="explicit")
     for p, q in zip(model.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
     for k, t in cache.state_dict()["tables"].items():
@@ -166,6 +172,11 @@ def test_training_fills_the_cache_reports_bytes_and_resume_is_exact() -> None:
 
 # -- DDP --------------------------------------------------------------------------------------
 def _ddp_worker(rank: int, world: int, out: str) -> None:
+    for sync in ("explicit", "context", "none"):
+        _ddp_run(rank, world, out, sync)
+
+
+def _ddp_run(rank: int, world: int, out: str, sync: str) -> None:
     torch.manual_seed(0)
     model = tiny_gpt()
     ddp = nn.parallel.DistributedDataParallel(model)
@@ -173,18 +184,29 @@ def _ddp_worker(rank: int, world: int, out: str) -> None:
     batches = data(7, 3, batch=4, n_examples=16)
     shard = [(ex[rank::world], x[rank::world], y[rank::world]) for ex, x, y in batches]
     torch.manual_seed(100 + rank)  # ranks draw different rows: only DDP keeps params equal
-    train_steps(ddp, opt, shard, cache_sync=True)
+    train_steps(ddp, opt, shard, sync=sync)
     cache = norm_cache(ddp)
     assert cache is not None
     torch.save({"params": [p.detach() for p in model.parameters()],
-                "cache": cache.state_dict()}, Path(out) / f"rank{rank}.pt")
+                "cache": cache.state_dict()}, Path(out) / f"{sync}{rank}.pt")
 
 
 @pytest.mark.skipif(not gloo_available(), reason="gloo backend not available")
 def test_ddp_two_ranks_end_with_identical_parameters_and_cache(tmp_path: Path) -> None:
     run_distributed(_ddp_worker, 2, str(tmp_path))
-    r0 = torch.load(tmp_path / "rank0.pt")
-    r1 = torch.load(tmp_path / "rank1.pt")
+    for sync in ("explicit", "context"):
+        check_ranks_agree(tmp_path, sync)
+    # teeth: without the sync each rank's cache holds only its own examples
+    t0 = torch.load(tmp_path / "none0.pt")["cache"]["tables"]
+    t1 = torch.load(tmp_path / "none1.pt")["cache"]["tables"]
+    assert any(t0[k].shape != t1[k].shape or not torch.equal(t0[k].view(torch.int16),
+                                                              t1[k].view(torch.int16))
+               for k in t0)
+
+
+def check_ranks_agree(tmp_path: Path, sync: str) -> None:
+    r0 = torch.load(tmp_path / f"{sync}0.pt")
+    r1 = torch.load(tmp_path / f"{sync}1.pt")
     for p, q in zip(r0["params"], r1["params"]):
         assert torch.equal(p, q)
     t0, t1 = r0["cache"]["tables"], r1["cache"]["tables"]
@@ -202,6 +224,17 @@ def test_default_selection_on_gpt_is_the_papers_layers() -> None:
     names = set(converted_layers(model))
     assert names == {f"blocks.{i}.{s}" for i in range(2) for s in PAPER_LAYERS}
     assert all(not n.endswith(("qkv", "head")) for n in names)
+
+
+def test_a_cache_given_to_convert_is_the_models_cache() -> None:
+    """The trainer can create the cache (a named checkpoint state) before the model exists."""
+    cache = GradNormCache()
+    model = tiny_gpt(norm_cache=cache)
+    assert norm_cache(model) is cache
+    other = GradNormCache()
+    assert norm_cache(model, other) is other and norm_cache(model) is other
+    with pytest.raises(ValueError, match="norm_cache"):
+        tiny_gpt(norm_cache={"not": "a cache"})
 
 
 def test_huggingface_bert_from_config() -> None:

@@ -7,6 +7,9 @@
     if cache is not None:
         cache.sync(dist_ctx)                  # DDP: every rank ends with the same cache
 
+or, with the backward inside and the DDP sync on exit:
+``with batch_context(model, idx, sync=True): loss_fn(model(x), y).backward()``.
+
 The indices are set on the layers *of that model only* (no global state): two models (or two
 threads with two models) never see each other's batch. Only the forward pass needs the
 context (each layer keeps the batch's indices with its saved tensors for its backward), so
@@ -26,6 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..distributed import DistContext
 from .norm_cache import GradNormCache
 
 __all__ = ["batch_context", "norm_cache"]
@@ -49,22 +53,31 @@ def _aware(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def norm_cache(model: nn.Module) -> GradNormCache | None:
-    """The :class:`GradNormCache` shared by ``model``'s layers that use one (created on first
-    call and kept on the model), or ``None`` when no layer uses a cache.
+def norm_cache(model: nn.Module, cache: GradNormCache | None = None) -> GradNormCache | None:
+    """The :class:`GradNormCache` shared by ``model``'s layers that use one, or ``None`` when
+    no layer uses a cache.
 
-    Each such layer is (re)bound to it under its qualified module name, so call this (or
-    :func:`batch_context`, which calls it) after :func:`convert`. The trainer checkpoints the
-    returned object's ``state_dict()`` and calls its ``sync()`` after backward under DDP.
+    Which cache: ``cache`` when given (it replaces any other); else the one kept on the model
+    by an earlier call; else one a layer was built with (``convert(..., norm_cache=c)``);
+    else a new one. Each layer is (re)bound to it under its qualified module name, so call
+    this (or :func:`batch_context`, which calls it) after :func:`convert`. The trainer
+    checkpoints the cache's ``state_dict()`` and calls its ``sync()`` after backward under DDP
+    (or lets ``batch_context(..., sync=True)`` do it).
     """
     root = _unwrap(model)
     users = [(n, m) for n, m in _aware(root) if getattr(m, "uses_norm_cache", False)]
     if not users:
         return None
-    cache = root.__dict__.get(_CACHE_ATTR)
-    if not isinstance(cache, GradNormCache):
+    if cache is None:
+        kept = root.__dict__.get(_CACHE_ATTR)
+        built = [c for _, m in users if isinstance(c := getattr(m, "norm_cache", None),
+                                                    GradNormCache)]
+        cache = kept if isinstance(kept, GradNormCache) else (built[0] if built else None)
+    elif not isinstance(cache, GradNormCache):
+        raise ValueError(f"Invalid cache: {cache!r} (expected a GradNormCache)")
+    if cache is None:
         cache = GradNormCache()
-        root.__dict__[_CACHE_ATTR] = cache
+    root.__dict__[_CACHE_ATTR] = cache
     for name, m in users:
         setattr(m, "norm_cache", cache)  # noqa: B010 (plain attributes, not submodules)
         setattr(m, "cache_key", name)  # noqa: B010
@@ -85,16 +98,22 @@ def _as_indices(examples: Tensor | Sequence[int]) -> Tensor:
 
 
 @contextmanager
-def batch_context(model: nn.Module, examples: Tensor | Sequence[int]) -> Iterator[None]:
+def batch_context(
+    model: nn.Module, examples: Tensor | Sequence[int], *, sync: bool | DistContext = False
+) -> Iterator[None]:
     """Within the block, ``model``'s estimator layers treat row ``b`` of their input's first
     dimension as dataset example ``examples[b]`` (see the module doc). A model without such
-    layers is left alone, so a trainer can always enter it."""
+    layers is left alone, so a trainer can always enter it.
+
+    ``sync``: when true (or a :class:`DistContext`), a block that ends without an exception
+    then calls the cache's :meth:`GradNormCache.sync` (a collective under DDP: put the backward
+    inside the block, and every rank must enter and leave it at the same points)."""
     ex = _as_indices(examples)
     layers = _aware(model)
     if not layers:
         yield
         return
-    norm_cache(model)
+    cache = norm_cache(model)
     previous = [m.batch_examples for _, m in layers]
     for _, m in layers:
         m.batch_examples = ex
@@ -103,3 +122,5 @@ def batch_context(model: nn.Module, examples: Tensor | Sequence[int]) -> Iterato
     finally:
         for (_, m), prev in zip(layers, previous):
             m.batch_examples = prev
+    if sync is not False and cache is not None:
+        cache.sync(sync if isinstance(sync, DistContext) else None)

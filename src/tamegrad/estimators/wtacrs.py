@@ -66,7 +66,7 @@ class BiasedEstimatorWarning(UserWarning):
 
 
 def _check_options(keep_frac: object, min_rows: object, mode: object, missing_context: object,
-                   norm_floor: object, cache: object) -> None:
+                   norm_floor: object, cache: object, norm_cache: object = None) -> None:
     check_keep_frac(keep_frac)
     if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
         raise ValueError(f"Invalid min_rows: {min_rows!r} (must be an integer >= 1)")
@@ -82,6 +82,8 @@ def _check_options(keep_frac: object, min_rows: object, mode: object, missing_co
         raise ValueError(f"Invalid norm_floor: {norm_floor!r} (must be in (0, 1])")
     if not isinstance(cache, bool):
         raise ValueError(f"Invalid cache: {cache!r} (expected True or False)")
+    if norm_cache is not None and not isinstance(norm_cache, GradNormCache):
+        raise ValueError(f"Invalid norm_cache: {norm_cache!r} (expected a GradNormCache or None)")
 
 
 def row_scores(input_norms: Tensor, grad_norms: Tensor | None, norm_floor: float) -> Tensor:
@@ -165,7 +167,9 @@ class WTACRSLinear(EstimatorLayer, nn.Linear):
     :func:`batch_context` in training forward passes); ``missing_context``: what a cached layer
     does without one, ``"error"`` (``RuntimeError``) or ``"input_norm"`` (first-visit scores
     ``||h_i||``, nothing recorded; unbiased); ``norm_floor``: floor of the cached norms,
-    relative to their mean. Same parameters and ``state_dict`` keys as ``nn.Linear``.
+    relative to their mean; ``norm_cache``: the :class:`GradNormCache` to use (default: the one
+    :func:`norm_cache` creates for the model). Same parameters and ``state_dict`` keys as
+    ``nn.Linear``.
     """
 
     plain_type = nn.Linear
@@ -180,14 +184,15 @@ class WTACRSLinear(EstimatorLayer, nn.Linear):
         self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
         dtype: Any = None, *, keep_frac: float = 0.3, min_rows: int = 10,
         mode: Mode = "wtacrs", cache: bool = True, missing_context: str = "error",
-        norm_floor: float = 0.01,
+        norm_floor: float = 0.01, norm_cache: GradNormCache | None = None,
     ) -> None:
-        _check_options(keep_frac, min_rows, mode, missing_context, norm_floor, cache)
+        _check_options(keep_frac, min_rows, mode, missing_context, norm_floor, cache, norm_cache)
         super().__init__(in_features, out_features, bias, device, dtype)
-        self._configure(keep_frac, min_rows, mode, cache, missing_context, norm_floor)
+        self._configure(keep_frac, min_rows, mode, cache, missing_context, norm_floor, norm_cache)
 
     def _configure(self, keep_frac: float, min_rows: int, mode: Mode, cache: bool,
-                   missing_context: str, norm_floor: float) -> None:
+                   missing_context: str, norm_floor: float,
+                   norm_cache: GradNormCache | None) -> None:
         self.keep_frac = float(keep_frac)
         self.min_rows = int(min_rows)
         self.mode: Mode = mode
@@ -196,7 +201,7 @@ class WTACRSLinear(EstimatorLayer, nn.Linear):
         self.missing_context = missing_context
         self.norm_floor = float(norm_floor)
         self.batch_examples: Tensor | None = None
-        self.norm_cache: GradNormCache | None = None
+        self.norm_cache: GradNormCache | None = norm_cache if cache else None
         self.cache_key = ""
         self.last_winners = -1  # |C| of the last draw (-1: none yet / exact path)
         if mode == "topk":
@@ -210,11 +215,12 @@ class WTACRSLinear(EstimatorLayer, nn.Linear):
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, keep_frac: float = 0.3, min_rows: int = 10,
                     mode: Mode = "wtacrs", cache: bool = True, missing_context: str = "error",
-                    norm_floor: float = 0.01) -> WTACRSLinear:
+                    norm_floor: float = 0.01, norm_cache: GradNormCache | None = None,
+                    ) -> WTACRSLinear:
         """A WTA-CRS layer sharing ``linear``'s parameters (``to_plain()`` goes back)."""
-        _check_options(keep_frac, min_rows, mode, missing_context, norm_floor, cache)
+        _check_options(keep_frac, min_rows, mode, missing_context, norm_floor, cache, norm_cache)
         new = cls._adopt(linear)
-        new._configure(keep_frac, min_rows, mode, cache, missing_context, norm_floor)
+        new._configure(keep_frac, min_rows, mode, cache, missing_context, norm_floor, norm_cache)
         return new
 
     def extra_repr(self) -> str:
@@ -311,8 +317,8 @@ def _factory(mode: Mode) -> Any:
     return build
 
 
-_OPTIONS = {"keep_frac": 0.3, "min_rows": 10, "cache": True, "missing_context": "error",
-            "norm_floor": 0.01}
+_OPTIONS: dict[str, Any] = {"keep_frac": 0.3, "min_rows": 10, "cache": True,
+                            "missing_context": "error", "norm_floor": 0.01, "norm_cache": None}
 _DESCRIPTIONS = {
     "wtacrs": "WTA-CRS: winners exact + column-row sampling of the rest (unbiased)",
     "crs": "plain column-row sampling with replacement (unbiased; ablation of WTA-CRS)",
