@@ -90,7 +90,7 @@ class TROptimizer(Optimizer):
             coef = tr.penalty_coef(group)
             anchors: list[Tensor] = []
             if group["lambda_w"] != 0.0:
-                anchors = tr.gather_anchors(self.state, group, params, foreach)
+                anchors = tr.gather_anchors(self.state, group, params)
             if params:
                 self._update(
                     group,

@@ -104,19 +104,17 @@ def gather_anchors(
     state: dict[Tensor, dict[str, Any]],
     group: dict[str, Any],
     params_with_grad: list[Tensor],
-    foreach: bool,
 ) -> list[Tensor]:
     """Refresh (at ``s == 0``) or lazily create anchors; return those of ``params_with_grad``."""
     dtype = group["anchor_dtype"]
     if group["inner_step"] == 0:
         stale = [p for p in group["params"] if "anchor" in state.get(p, ())]
         if stale:
-            targets = [state[p]["anchor"] for p in stale]
-            if foreach:
-                torch._foreach_copy_(targets, [p.detach() for p in stale])
-            else:
-                for a, p in zip(targets, stale):
-                    a.copy_(p.detach())
+            # One multi-tensor copy on both paths (on CPU it loops over the same per-tensor
+            # copies): under torch.compile's inductor (torch 2.13), per-tensor ``a.copy_(p)``
+            # followed by the in-place update of ``p`` in the same graph wrote the UPDATED ``p``
+            # into the anchor (the anchor then lagged one step: issue 16 item 4).
+            torch._foreach_copy_([state[p]["anchor"] for p in stale], [p.detach() for p in stale])
     anchors = []
     for p in params_with_grad:
         st = state[p]

@@ -179,7 +179,7 @@ class TrajectoryRegularized(WrappedOptimizer):
                 if foreach is None:
                     foreach = group.get("foreach") is not False
                 if group["lambda_w"] != 0.0:
-                    anchors = tr.gather_anchors(self.state, group, params, foreach)
+                    anchors = tr.gather_anchors(self.state, group, params)
                     if coef != 0.0 and params:
                         grads: list[Tensor] = [p.grad for p in params]  # type: ignore[misc]
                         # the wrapped optimizer negates d itself when it maximizes
