@@ -17,6 +17,7 @@ from PIL import Image
 from tamegrad.data import DatasetCorruptError, DatasetNotFoundError, load_dataset
 from tamegrad.data import imagefolder as imf
 from tamegrad.data.base import channel_stats
+from tamegrad.data.cifar import CIFAR10_CLASSES
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSES = ["bee", "ant", "cat"]  # written in non-sorted order on purpose
@@ -236,9 +237,66 @@ def test_cifar10_jpeg_missing_names_the_path(tmp_path: Path) -> None:
 def test_cifar10_jpeg_uses_archive_in_data_dir(tmp_path: Path) -> None:
     _make_tree(tmp_path / "tree")
     _tar(tmp_path / "tree", tmp_path / "cifar10-jpeg.tar.gz", "cifar10")
-    ds = load_dataset("cifar10-jpeg", tmp_path)
+    with pytest.raises(DatasetCorruptError, match="classes are ant, bee, cat; missing airplane"):
+        load_dataset("cifar10-jpeg", tmp_path)
+    ds = load_dataset("cifar10-jpeg", tmp_path, check_complete=False)
     assert ds.name == "cifar10-jpeg" and ds.train_x.shape == (12, 3, H, W)
     assert ds.mean == (0.4914, 0.4822, 0.4465) and ds.std == (0.2023, 0.1994, 0.2010)
+
+
+def _cifar_like_tar(dest: Path, n_train: int = 2, n_test: int = 1) -> bytes:
+    """A ustar archive of train/<c>/i.png then test/<c>/i.png for CIFAR-10's classes, in that
+    order (as the real archive is), written gzipped to ``dest``; returns the tar's bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for k, cls in enumerate(CIFAR10_CLASSES):
+                for i in range(n):
+                    png = io.BytesIO()
+                    Image.fromarray(_pixels(k, i, split)).save(png, format="PNG")
+                    info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{i:04d}.png")
+                    info.size = png.tell()
+                    png.seek(0)
+                    tf.addfile(info, png)
+    raw = buf.getvalue()
+    dest.write_bytes(zlib.compress(raw, wbits=31))  # gzip
+    return raw
+
+
+def test_partial_archive_cut_at_a_member_boundary_is_refused(tmp_path: Path) -> None:
+    # issue 16 item 9: a copy that ends cleanly at a file boundary, before test/horse
+    raw = _cifar_like_tar(tmp_path / "full.tar.gz")
+    members = imf._plain_tar_files(raw) or []
+    cut = next(off - 512 for name, off, _ in members if "test/horse" in name)  # its header
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cifar10-jpeg.tar.gz").write_bytes(zlib.compress(raw[:cut], wbits=31))
+    assert imf._plain_tar_files(raw[:cut]) is not None  # the tar itself reads as complete
+    missing = "test/ has no images of horse, ship, truck, which train/ has"
+    for kwargs in ({}, {"check_complete": False}, {"cache": False}):
+        with pytest.raises(DatasetCorruptError, match=missing):
+            load_dataset("cifar10-jpeg", data, **kwargs)
+    with pytest.raises(DatasetCorruptError, match=missing):  # the generic loader too
+        load_dataset("imagefolder", data / "cifar10-jpeg.tar.gz")
+    # the complete (small) archive loads once its counts are not checked; checked, every class
+    # and split whose count differs from CIFAR-10's is named
+    (data / "cifar10-jpeg.tar.gz").write_bytes((tmp_path / "full.tar.gz").read_bytes())
+    ds = load_dataset("cifar10-jpeg", data, check_complete=False)
+    assert ds.classes == list(CIFAR10_CLASSES) and ds.test_x.shape[0] == 10
+    with pytest.raises(DatasetCorruptError, match=r"train/airplane has 2 images.*test/truck has 1"):
+        load_dataset("cifar10-jpeg", data)
+
+
+def test_cached_content_is_checked_too(tmp_path: Path, _isolated_cache: Path) -> None:
+    _make_tree(tmp_path / "tree")
+    load_dataset("imagefolder", tmp_path / "tree")
+    (cache,) = _isolated_cache.glob("imagefolder-*.pt")
+    content = torch.load(cache, weights_only=True)
+    keep = content["test_y"] != 2  # as if a partial archive had been cached before the check
+    content["test_x"], content["test_y"] = content["test_x"][keep], content["test_y"][keep]
+    torch.save(content, cache)
+    with pytest.raises(DatasetCorruptError, match="test/ has no images of cat"):
+        load_dataset("imagefolder", tmp_path / "tree")
 
 
 @pytest.mark.slow

@@ -25,8 +25,32 @@ import torch
 from . import download as _dl
 from .base import Dataset, DatasetCorruptError, DatasetNotFoundError, default_data_dir
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "cifar10", "cifar100"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_PER_CLASS",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "cifar10",
+    "cifar100",
+]
 
+#: the class names of CIFAR-10, in label order, and its images per class (train, test)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+CIFAR10_PER_CLASS = (5000, 1000)
+#: the usual per-channel normalisation of CIFAR-10 / CIFAR-100 (this module owns them)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

@@ -1,5 +1,7 @@
 """Image classification data from ``root/{train,test}/<class>/<image>`` folders or ``.tar.gz``.
 
+(``cifar10-jpeg``, the named CIFAR-10 set in this layout, is in :mod:`tamegrad.data.cifar_jpeg`.)
+
 The images are decoded once with Pillow (converted to RGB) and the result is cached as a single
 ``.pt`` file in :func:`default_cache_dir`, keyed by the source's absolute path, size and mtime
 (for a folder: a hash over its sorted file list with sizes and mtimes), so later loads only
@@ -9,7 +11,8 @@ Limits: every image must have the same size (nothing is resized or cropped); eve
 held in memory (archives are decompressed in memory while decoding, so the archive and the
 decoded images must fit in RAM); only RGB output (grey or RGBA images are converted); class
 folders may nest images in sub-folders but the class is always the first folder below
-``train``/``test``; the test split may not contain classes the training split lacks. A cache
+``train``/``test``; both splits must hold the same classes (a class missing from one is
+refused, which is how an archive cut short at a file boundary shows). A cache
 keyed by mtime cannot notice a file changed in place with its size and mtime preserved.
 """
 
@@ -38,11 +41,9 @@ from .base import (
     DatasetNotFoundError,
     channel_stats,
     default_cache_dir,
-    default_data_dir,
 )
-from .cifar import CIFAR10_MEAN, CIFAR10_STD
 
-__all__ = ["IMAGE_EXTENSIONS", "cifar10_jpeg", "imagefolder"]
+__all__ = ["IMAGE_EXTENSIONS", "imagefolder"]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".webp", ".tif", ".tiff"}
@@ -268,6 +269,20 @@ def _write_cache(path: Path, content: dict[str, Any]) -> None:
         warnings.warn(f"could not write image cache {path} ({e}); continuing without", stacklevel=3)
 
 
+def _check_test_classes(source: Path, content: dict[str, Any]) -> None:
+    """Every training class must have test images (run on fresh and cached content alike)."""
+    classes = content["classes"]
+    counts = torch.bincount(content["test_y"], minlength=len(classes)).tolist()
+    untested = [str(c) for c, n in zip(classes, counts) if n == 0]
+    if untested:
+        raise DatasetCorruptError(
+            f"{source}: test/ has no images of {', '.join(untested)}, which train/ has: "
+            "the archive or folder is incomplete (e.g. a copy cut short at a file boundary, "
+            "which a tar reader cannot tell from a complete one); accuracy on the remaining "
+            "classes would be reported as if it were the whole test set"
+        )
+
+
 def _build(source: Path, workers: int) -> dict[str, Any]:
     files = _list_archive(source) if source.is_file() else _list_folder(source)
     entries = _strip_wrapper(files, source)
@@ -335,9 +350,12 @@ def imagefolder(
         content = _read_cache(cache_path, key)
     if content is None:
         content = _build(source, workers)
+        _check_test_classes(source, content)  # before a cache could keep it
         if cache_path is not None:
             meta = {"key": key, "source": str(source), "version": _CACHE_VERSION}
             _write_cache(cache_path, {**content, **meta})
+    else:  # a cache written before this check existed
+        _check_test_classes(source, content)
     classes = [str(c) for c in content["classes"]]
     m = tuple(float(v) for v in (mean if mean is not None else content["mean"]))
     s = tuple(float(v) for v in (std if std is not None else content["std"]))
@@ -355,38 +373,4 @@ def imagefolder(
         classes=classes,
         mean=m,
         std=s,
-    )
-
-
-def cifar10_jpeg(
-    data_dir: str | Path | None = None, *, workers: int = 2, cache: bool = True
-) -> Dataset:
-    """CIFAR-10 re-encoded as JPEG: ``<data_dir>/cifar10-jpeg.tar.gz`` via :func:`imagefolder`.
-
-    ``data_dir`` (default :func:`default_data_dir`, i.e. ``$TAMEGRAD_DATA``) may also be the
-    archive itself or contain an extracted ``cifar10-jpeg/`` folder. Uses the usual CIFAR-10
-    mean/std. There is no official download for this file: when it is missing,
-    :class:`DatasetNotFoundError` says where to put it.
-    """
-    base = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    if base.is_file():
-        source = base
-    elif (base / "cifar10-jpeg.tar.gz").is_file():
-        source = base / "cifar10-jpeg.tar.gz"
-    elif (base / "cifar10-jpeg").is_dir():
-        source = base / "cifar10-jpeg"
-    else:
-        raise DatasetNotFoundError(
-            f"cifar10-jpeg: {(base / 'cifar10-jpeg.tar.gz').resolve()} does not exist. It has no "
-            "download URL: put the archive (train/<class>/NNNN.jpg, test/<class>/NNNN.jpg) "
-            "there, point TAMEGRAD_DATA or data_dir at its folder, or use the 'cifar10' data "
-            "set, which downloads the original"
-        )
-    return imagefolder(
-        source,
-        name="cifar10-jpeg",
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-        workers=workers,
-        cache=cache,
     )

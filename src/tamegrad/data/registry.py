@@ -12,8 +12,9 @@ import torch
 
 from .base import Dataset, balanced_subset
 from .cifar import cifar10, cifar100
+from .cifar_jpeg import cifar10_jpeg
 from .digits import digits
-from .imagefolder import cifar10_jpeg, imagefolder
+from .imagefolder import imagefolder
 from .synthetic import synthetic
 from .text import tinyshakespeare
 
