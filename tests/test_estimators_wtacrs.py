@@ -20,7 +20,7 @@ from tamegrad.estimators._crs import select_rows, winner_count
 from tamegrad.estimators.batch_context import batch_context, norm_cache
 from tamegrad.estimators.wtacrs import BiasedEstimatorWarning, WTACRSLinear
 
-DRAWS = 700
+DRAWS = 500
 B, T, D_IN, D_OUT = 4, 16, 6, 5  # n = 64 rows, k = ceil(0.3 * 64) = 20
 
 
@@ -160,8 +160,8 @@ def test_cached_norms_path_unbiased_and_wtacrs_beats_crs_on_heavy_tails() -> Non
         variances[mode] = float(samples.var(0).sum())
         if mode == "wtacrs":
             assert layer.last_winners >= 1  # heavy tails: winners are used
-    # the relative standard error of a variance from 700 draws is ~5%: 0.8 is far outside it
-    assert variances["wtacrs"] < 0.8 * variances["crs"], variances
+    # measured ratio ~0.02; a variance from 500 draws has a relative standard error of ~6%
+    assert variances["wtacrs"] < 0.5 * variances["crs"], variances
 
 
 @pytest.mark.parametrize("mode", ["wtacrs", "crs"])

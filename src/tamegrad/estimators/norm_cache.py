@@ -136,13 +136,12 @@ class GradNormCache:
     def _write(self, layer: str, ex: Tensor, n: Tensor) -> None:
         if ex.numel() == 0:
             return
-        # one write per example: the last occurrence wins (index_put_ with duplicates is
-        # unordered)
-        order = torch.arange(ex.numel())
-        last = torch.full((int(ex.max()) + 1,), -1, dtype=torch.int64)
-        last.scatter_reduce_(0, ex, order, reduce="amax")
-        keep = last[ex] == order
-        ex, n = ex[keep], n[keep]
+        if torch.unique(ex).numel() != ex.numel():
+            # one write per example: the last occurrence wins (index_put_ with duplicates is
+            # unordered)
+            last = {int(e): i for i, e in enumerate(ex.tolist())}
+            keep = torch.tensor(sorted(last.values()), dtype=torch.int64)
+            ex, n = ex[keep], n[keep]
         need_rows = max(int(ex.max()) + 1, self._rows.get(layer, 0))
         table = self._ensure(layer, need_rows, n.shape[1])
         table[ex, : n.shape[1]] = n.to(self.dtype)
