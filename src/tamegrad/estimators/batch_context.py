@@ -26,11 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import torch
 from torch import Tensor, nn
 
 from ..distributed import DistContext
-from .norm_cache import GradNormCache
+from .norm_cache import GradNormCache, as_example_indices
 
 __all__ = ["batch_context", "norm_cache"]
 
@@ -84,19 +83,6 @@ def norm_cache(model: nn.Module, cache: GradNormCache | None = None) -> GradNorm
     return cache
 
 
-def _as_indices(examples: Tensor | Sequence[int]) -> Tensor:
-    ex = examples if isinstance(examples, Tensor) else torch.as_tensor(list(examples))
-    if ex.dim() != 1 or ex.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(
-            f"batch_context: examples must be a 1-D integer tensor or sequence of ints, got "
-            f"dtype {ex.dtype} and shape {tuple(ex.shape)}"
-        )
-    ex = ex.detach().to("cpu", torch.int64)
-    if ex.numel() and int(ex.min()) < 0:
-        raise ValueError(f"batch_context: example indices must be >= 0, got {int(ex.min())}")
-    return ex
-
-
 @contextmanager
 def batch_context(
     model: nn.Module, examples: Tensor | Sequence[int], *, sync: bool | DistContext = False
@@ -108,7 +94,7 @@ def batch_context(
     ``sync``: when true (or a :class:`DistContext`), a block that ends without an exception
     then calls the cache's :meth:`GradNormCache.sync` (a collective under DDP: put the backward
     inside the block, and every rank must enter and leave it at the same points)."""
-    ex = _as_indices(examples)
+    ex = as_example_indices(examples, "batch_context: examples")
     layers = _aware(model)
     if not layers:
         yield

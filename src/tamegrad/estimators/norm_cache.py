@@ -33,6 +33,7 @@ of the last backward call; examples are identified only by the trainer's integer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -41,20 +42,23 @@ from torch import Tensor
 
 from ..distributed import DistContext
 
-__all__ = ["GradNormCache"]
+__all__ = ["GradNormCache", "as_example_indices"]
 
 _STATE_VERSION = 1
 
 
-def _check_examples(examples: Tensor) -> Tensor:
-    if examples.dim() != 1 or examples.dtype not in (torch.int64, torch.int32):
+def as_example_indices(examples: Tensor | Sequence[int], where: str = "example indices"
+                       ) -> Tensor:
+    """``examples`` as a 1-D int64 CPU tensor of indices ``>= 0`` (``ValueError`` otherwise)."""
+    ex = examples if isinstance(examples, Tensor) else torch.as_tensor(list(examples))
+    if ex.dim() != 1 or ex.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(
-            f"example indices must be a 1-D integer tensor, got dtype {examples.dtype} and "
-            f"shape {tuple(examples.shape)}"
+            f"{where} must be a 1-D integer tensor or sequence of ints, got dtype {ex.dtype} "
+            f"and shape {tuple(ex.shape)}"
         )
-    ex = examples.detach().to("cpu", torch.int64)
+    ex = ex.detach().to("cpu", torch.int64)
     if ex.numel() and int(ex.min()) < 0:
-        raise ValueError(f"example indices must be >= 0, got {int(ex.min())}")
+        raise ValueError(f"{where} must be >= 0, got {int(ex.min())}")
     return ex
 
 
@@ -79,7 +83,7 @@ class GradNormCache:
     def lookup(self, layer: str, examples: Tensor, positions: int) -> Tensor:
         """Norms of ``examples`` (1-D indices) at positions ``0..positions-1``: float32
         ``(len(examples), positions)`` on the CPU, NaN where never recorded."""
-        ex = _check_examples(examples)
+        ex = as_example_indices(examples)
         out = torch.full((ex.numel(), positions), float("nan"), dtype=torch.float32)
         table = self._tables.get(layer)
         if table is None:
@@ -118,7 +122,7 @@ class GradNormCache:
         """Record ``norms`` (``(len(examples), positions)``, any device) as ``layer``'s latest
         norms of ``examples``; normalised by their mean, skipped when not all finite. Queued
         for :meth:`sync` while a multi-process group is initialised."""
-        ex = _check_examples(examples)
+        ex = as_example_indices(examples)
         if norms.dim() != 2 or norms.shape[0] != ex.numel():
             raise ValueError(
                 f"norms must have shape (len(examples), positions) = ({ex.numel()}, P), got "
