@@ -13,8 +13,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from tamegrad.reproduce import mean_step_multiplier
-from tamegrad.train.compare import GridEntry, load_grid, summarize
+from tamegrad.experiments import mean_step_multiplier
+from tamegrad.train.grid import GridEntry, load_grid
+from tamegrad.train.results import summarize
 
 MATCHED = "SGD lr-matched (0.0293)"
 SELECTED = "TRSGD no-decay lr=0.0293 lw=0.00293"

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tamegrad.cli import CLIError, main, parse_kv, parse_spec, parse_value
-from tamegrad.train.compare import config_fields, load_grid, run_dir_for
+from tamegrad.train.grid import config_fields, load_grid, run_dir_for
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Tiny synthetic problem shared by the end-to-end tests.
@@ -233,8 +233,16 @@ def test_demo_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seeds", "1", "--epochs", "1", "--workers", "1"]) == 0
     printed = capsys.readouterr().out
-    for label in ("SGD", "TRSGD", "Adam", "TRAdam"):
+    for label in ("SGD", "TRSGD", "Adam", "TRAdam", "SGD lr-matched (0.0293)",
+                  "Adam lr-matched (0.000293)"):
         assert f"| {label} | 1/1 |" in printed
+    # the line under the table says what the comparison controls for, and where to read more
+    table_end = printed.index("| TRAdam | 1/1 |")
+    assert "lr-matched" in printed[table_end:] and "docs/REPRODUCTION.md" in printed[table_end:]
+    matched = json.loads((run_dir_for(out, "SGD lr-matched (0.0293)", 0) / "config.json")
+                         .read_text())
+    assert (matched["optimizer"], matched["optimizer_kwargs"]) == ("sgd", {"momentum": 0.9})
+    assert matched["lr"] == pytest.approx(0.1 * sum(1 / k for k in range(1, 11)) / 10)
     assert (out / "curves.png").is_file() and (out / "results.md").is_file()
     cfg = json.loads((run_dir_for(out, "TRAdam", 0) / "config.json").read_text())
     assert (cfg["dataset"], cfg["batch_size"], cfg["lr"]) == ("digits", 8, 1e-3)

@@ -12,20 +12,20 @@ from typing import Any
 
 import pytest
 
-from tamegrad.train import compare
-from tamegrad.train.compare import (
+from tamegrad.train import claims
+from tamegrad.train.claims import try_claim
+from tamegrad.train.compare import run_grid
+from tamegrad.train.config import TrainConfig
+from tamegrad.train.grid import (
     GridEntry,
     entry_config,
     load_grid,
+    read_grid,
     run_dir_for,
-    run_grid,
     slugify,
-    summarize,
-    try_claim,
     write_grid,
-    write_results,
 )
-from tamegrad.train.config import TrainConfig
+from tamegrad.train.results import summarize, write_results
 
 ENTRIES = [
     GridEntry("SGD", "sgd", 0.1, {"momentum": 0.9}),
@@ -69,12 +69,8 @@ class FakeTrain:
 
 
 @pytest.fixture
-def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTrain:
-    fake = FakeTrain()
-    import tamegrad.train.trainer as trainer
-
-    monkeypatch.setattr(trainer, "train", fake)
-    return fake
+def fake_train() -> FakeTrain:
+    return FakeTrain()
 
 
 def test_slugify() -> None:
@@ -104,7 +100,7 @@ def test_grid_file_roundtrip(tmp_path: Path) -> None:
 
 def test_run_grid_skips_completed_and_resumes(tmp_path: Path, fake_train: FakeTrain) -> None:
     base = TrainConfig(dataset="synthetic", epochs=2)
-    records = run_grid(base, ENTRIES, [0, 1], tmp_path)
+    records = run_grid(base, ENTRIES, [0, 1], tmp_path, train_fn=fake_train)
     assert [r["action"] for r in records] == ["ran"] * 4
     assert len(fake_train.calls) == 4
     assert (tmp_path / "grid.json").is_file()
@@ -119,7 +115,7 @@ def test_run_grid_skips_completed_and_resumes(tmp_path: Path, fake_train: FakeTr
     (run_dir_for(tmp_path, "SGD", 1) / "summary.json").unlink()
 
     fake_train.calls.clear()
-    records = run_grid(base, ENTRIES, [0, 1], tmp_path)
+    records = run_grid(base, ENTRIES, [0, 1], tmp_path, train_fn=fake_train)
     actions = {(r["label"], r["seed"]): r["action"] for r in records}
     assert actions == {("SGD", 0): "skipped", ("SGD", 1): "ran",
                        ("TR SGD", 0): "skipped", ("TR SGD", 1): "resumed"}
@@ -128,40 +124,36 @@ def test_run_grid_skips_completed_and_resumes(tmp_path: Path, fake_train: FakeTr
     assert not list(tmp_path.rglob(".claim"))
 
 
-def test_failed_run_does_not_stop_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tamegrad.train.trainer as trainer
-
-    fake = FakeTrain(fail_labels=("sgd",))
-    monkeypatch.setattr(trainer, "train", fake)
+def test_failed_run_does_not_stop_grid(tmp_path: Path) -> None:
+    fake_train = FakeTrain(fail_labels=("sgd",))
     base = TrainConfig(dataset="synthetic")
-    records = run_grid(base, ENTRIES, [0], tmp_path)
+    records = run_grid(base, ENTRIES, [0], tmp_path, train_fn=fake_train)
     assert [r["action"] for r in records] == ["failed", "ran"]
     # Failed runs are not retried by default, but are with retry_failed=True.
-    assert [r["action"] for r in run_grid(base, ENTRIES, [0], tmp_path)] == ["skipped"] * 2
-    records = run_grid(base, ENTRIES, [0], tmp_path, retry_failed=True)
+    records = run_grid(base, ENTRIES, [0], tmp_path, train_fn=fake_train)
+    assert [r["action"] for r in records] == ["skipped"] * 2
+    records = run_grid(base, ENTRIES, [0], tmp_path, retry_failed=True, train_fn=fake_train)
     assert [r["action"] for r in records] == ["failed", "skipped"]
     text = write_results(tmp_path)
     assert "SGD, seed 0: failed: loss is NaN" in text
 
 
-def test_two_workers_run_each_cell_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tamegrad.train.trainer as trainer
-
-    fake = FakeTrain(delay=0.05)
-    monkeypatch.setattr(trainer, "train", fake)
+def test_two_workers_run_each_cell_once(tmp_path: Path) -> None:
+    fake_train = FakeTrain(delay=0.05)
     base = TrainConfig(dataset="synthetic")
     seeds = [0, 1, 2]
     results: dict[int, list[dict[str, Any]]] = {}
 
     def work(k: int) -> None:
-        results[k] = run_grid(base, ENTRIES, seeds, tmp_path, worker=k, num_workers=2)
+        results[k] = run_grid(base, ENTRIES, seeds, tmp_path, worker=k, num_workers=2,
+                              train_fn=fake_train)
 
     threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    cells = [(label, seed) for label, seed, _ in fake.calls]
+    cells = [(label, seed) for label, seed, _ in fake_train.calls]
     assert sorted(cells) == sorted({(slugify(e.label), s) for e in ENTRIES for s in seeds})
     assert len(cells) == len(set(cells)) == 6
     ran = {k: sum(r["action"] == "ran" for r in results[k]) for k in (0, 1)}
@@ -171,11 +163,11 @@ def test_two_workers_run_each_cell_once(tmp_path: Path, monkeypatch: pytest.Monk
 def test_claims_live_and_stale(tmp_path: Path) -> None:
     run_dir = tmp_path / "a" / "seed0"
     run_dir.mkdir(parents=True)
-    claim = run_dir / compare.CLAIM_FILE
+    claim = run_dir / claims.CLAIM_FILE
     # A live foreign process holds the claim -> refused.
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        claim.write_text(json.dumps({"pid": sleeper.pid, "host": compare._HOST}))
+        claim.write_text(json.dumps({"pid": sleeper.pid, "host": claims._HOST}))
         assert not try_claim(run_dir, tmp_path)
     finally:
         sleeper.kill()
@@ -183,13 +175,13 @@ def test_claims_live_and_stale(tmp_path: Path) -> None:
     # The same claim is stale once the process is gone -> taken over.
     assert try_claim(run_dir, tmp_path)
     assert json.loads(claim.read_text())["pid"] != sleeper.pid
-    compare.release_claim(run_dir)
+    claims.release_claim(run_dir)
     assert not claim.exists()
 
 
 def test_summarize_mean_std_and_missing(tmp_path: Path, fake_train: FakeTrain) -> None:
     base = TrainConfig(dataset="synthetic")
-    run_grid(base, ENTRIES[:1], [0, 1, 2], tmp_path)
+    run_grid(base, ENTRIES[:1], [0, 1, 2], tmp_path, train_fn=fake_train)
     # Seed 3 added to the grid but never run, seed 2 left half-way.
     write_grid(tmp_path, base, ENTRIES, [0, 1, 2, 3])
     (run_dir_for(tmp_path, "SGD", 2) / "summary.json").write_text('{"status": "running"}')
@@ -213,24 +205,90 @@ def test_summarize_mean_std_and_missing(tmp_path: Path, fake_train: FakeTrain) -
 def test_duplicate_slugs_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="same folder"):
         run_grid(TrainConfig(), [GridEntry("a b", "sgd"), GridEntry("a_b", "sgd")], [0],
-                 tmp_path)
+                 tmp_path, train_fn=fake_train)
 
 
 def test_changed_config_is_refused_or_extended(tmp_path: Path, fake_train: FakeTrain) -> None:
     base = TrainConfig(dataset="synthetic", epochs=2, schedule="cosine")
-    run_grid(base, ENTRIES[:1], [0], tmp_path)
+    run_grid(base, ENTRIES[:1], [0], tmp_path, train_fn=fake_train)
     grid_before = (tmp_path / "grid.json").read_text()
     with pytest.raises(ValueError, match=r"different configuration.*epochs"):
         run_grid(TrainConfig(dataset="synthetic", epochs=3, schedule="cosine"), ENTRIES[:1],
-                 [0], tmp_path)
+                 [0], tmp_path, train_fn=fake_train)
     assert (tmp_path / "grid.json").read_text() == grid_before
     # Only where-it-runs fields changed: fine, nothing to redo.
     moved = TrainConfig(dataset="synthetic", epochs=2, schedule="cosine", eval_batch_size=64)
-    assert [r["action"] for r in run_grid(moved, ENTRIES[:1], [0], tmp_path)] == ["skipped"]
+    records = run_grid(moved, ENTRIES[:1], [0], tmp_path, train_fn=fake_train)
+    assert [r["action"] for r in records] == ["skipped"]
 
     # With the constant schedule more epochs extend the completed runs.
     out = tmp_path / "constant"
-    run_grid(TrainConfig(dataset="synthetic", epochs=2), ENTRIES[:1], [0], out)
-    records = run_grid(TrainConfig(dataset="synthetic", epochs=4), ENTRIES[:1], [0], out)
+    run_grid(TrainConfig(dataset="synthetic", epochs=2), ENTRIES[:1], [0], out,
+             train_fn=fake_train)
+    records = run_grid(TrainConfig(dataset="synthetic", epochs=4), ENTRIES[:1], [0], out,
+                       train_fn=fake_train)
     assert [r["action"] for r in records] == ["ran"]
     assert fake_train.calls[-1] == ("SGD", 0, True)
+
+
+class InterruptedTrain(FakeTrain):
+    """Ctrl-C in the middle of the first run: the summary says what the trainer wrote."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__()
+        self.summary = summary
+        self.interrupt = True
+
+    def __call__(self, config: TrainConfig, run_dir: Path, *, resume: bool = False,
+                 progress: bool | None = None) -> dict[str, Any]:
+        if not self.interrupt:
+            return super().__call__(config, run_dir, resume=resume, progress=progress)
+        self.interrupt = False
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+        (run_dir / "summary.json").write_text(json.dumps(self.summary))
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("summary", [
+    {"status": "interrupted", "error": "KeyboardInterrupt"},  # the trainer's record
+    {"status": "failed", "error": "KeyboardInterrupt: "},  # how older trainers recorded it
+])
+def test_interrupted_cell_is_resumed_not_failed(tmp_path: Path, summary: dict[str, Any]) -> None:
+    """Issue 16.1: Ctrl-C in a grid must not turn the running cell into a failed one."""
+    fake = InterruptedTrain(summary)
+    base = TrainConfig(dataset="synthetic")
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(base, ENTRIES, [0], tmp_path, train_fn=fake)
+    cell = run_dir_for(tmp_path, "SGD", 0)
+    assert json.loads((cell / "summary.json").read_text())["status"] == "interrupted"
+    assert not (cell / ".claim").exists()
+    rows = summarize(tmp_path)
+    assert rows[0]["missing"][0]["status"] == "interrupted"
+    assert "resumes on the next run" in write_results(tmp_path)
+    # The next run of the grid trains it (without --retry-failed) and the table is complete.
+    records = run_grid(base, ENTRIES, [0], tmp_path, train_fn=fake)
+    assert [r["action"] for r in records] == ["ran", "ran"]
+    assert "Missing runs" not in write_results(tmp_path)
+
+
+def test_grid_file_records_threads_and_reads_version_1(tmp_path: Path) -> None:
+    base = TrainConfig(dataset="synthetic")
+    entries = [GridEntry("A lr=0.1 b8", "sgd", 0.1, family="A")]
+    write_grid(tmp_path, base, entries, [0], threads=3)
+    grid = read_grid(tmp_path)
+    assert grid.threads == 3 and grid.entries == entries
+    write_grid(tmp_path, base, entries, [0, 1])  # threads=None keeps the recorded count
+    assert read_grid(tmp_path).threads == 3
+    # run_grid records the thread count it is given
+    run_grid(base, ENTRIES[:1], [0], tmp_path / "g", threads=2, train_fn=FakeTrain())
+    assert read_grid(tmp_path / "g").threads == 2
+    # a version-1 file (no threads, no family) still reads
+    v1 = {"version": 1, "base_config": base.to_dict(), "seeds": [0],
+          "entries": [{"label": "SGD", "optimizer": "sgd", "lr": 0.1,
+                       "optimizer_kwargs": {}, "overrides": {}}]}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "grid.json").write_text(json.dumps(v1))
+    old = read_grid(tmp_path / "old")
+    assert old.threads is None and old.entries[0].family is None and old.seeds == [0]

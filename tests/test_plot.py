@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tamegrad.train.plot import discover_runs, plot_runs
+from tamegrad.train.plot import discover_runs, plot_runs, split_experiments
 
 
 def _fake_run(run_dir: Path, *, dataset: str = "synthetic", acc: float = 0.5,
-              epochs: int = 3, with_acc: bool = True) -> None:
+              epochs: int = 3, with_acc: bool = True, **config: object) -> None:
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"dataset": dataset}))
+    (run_dir / "config.json").write_text(json.dumps({"dataset": dataset, **config}))
     with open(run_dir / "metrics.jsonl", "w") as fh:
         for e in range(1, epochs + 1):
             rec = {"epoch": e, "train_loss": 2.0 / e, "test_loss": 2.2 / e}
@@ -56,3 +56,24 @@ def test_plot_nothing_to_draw(tmp_path: Path) -> None:
         plot_runs(tmp_path / "empty", tmp_path / "x.png")
     with pytest.raises(FileNotFoundError):
         plot_runs(tmp_path / "missing", tmp_path / "x.png")
+
+
+def test_runs_of_different_experiments_are_never_pooled(tmp_path: Path) -> None:
+    """Issue 16.5: two grids with the same labels but other data/model are kept apart."""
+    for seed in (0, 1):
+        _fake_run(tmp_path / "a" / "SGD" / f"seed{seed}", dataset="digits", model="mlp",
+                  seed=seed, device="cpu")
+        _fake_run(tmp_path / "b" / "SGD" / f"seed{seed}", dataset="cifar10-jpeg",
+                  model="resnet18", seed=seed, device="cuda")
+    # same experiment, other seed and device: pooled
+    _fake_run(tmp_path / "c" / "SGD" / "seed2", dataset="digits", model="mlp", seed=2,
+              device="cuda")
+    found = discover_runs([tmp_path / "a", tmp_path / "b"])
+    assert {k: len(v) for k, v in found.items()} == {"SGD": 4}
+    split = split_experiments(found)
+    assert sorted(split) == ["SGD [dataset=cifar10-jpeg, model=resnet18]",
+                             "SGD [dataset=digits, model=mlp]"]
+    assert all(len(v) == 2 for v in split.values())
+    pooled = split_experiments(discover_runs([tmp_path / "a", tmp_path / "c"]))
+    assert {k: len(v) for k, v in pooled.items()} == {"SGD": 3}
+    assert plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "two.png").is_file()

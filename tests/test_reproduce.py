@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tamegrad.data import default_data_dir
-from tamegrad.reproduce import (
+from tamegrad.experiments import (
     TR_MEAN_STEP_MULTIPLIER,
     available_suites,
     run_suite,

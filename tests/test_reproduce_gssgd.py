@@ -15,20 +15,18 @@ import pytest
 import torch
 
 from tamegrad.data import default_data_dir
-from tamegrad.reproduce import (
-    CLIPPED_MOMENTUM_CLIP,
-    MAX_EXTENSIONS_PER_SIDE,
+from tamegrad.experiments import (
     SUITES,
     available_suites,
-    batch_lr_scale,
     extend_sweeps,
-    format_lr,
     prepare_suite,
-    round_lr,
     run_suite,
     suite_run,
 )
-from tamegrad.train.compare import GridEntry, entry_config, slugify
+from tamegrad.experiments.gssgd import CLIPPED_MOMENTUM_CLIP
+from tamegrad.experiments.sweeps import MAX_EXTENSIONS_PER_SIDE, batch_lr_scale
+from tamegrad.train.grid import GridEntry, entry_config, slugify
+from tamegrad.train.sweep import format_lr, round_lr
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "GSSGD_EXPERIMENTS.md"
 
@@ -63,6 +61,8 @@ LABEL = re.compile(r"^(?P<family>.+?)(?: c=[0-9.]+)? lr=(?P<lr>\S+) b(?P<batch>\
 def _family(entry: GridEntry) -> str:
     match = LABEL.match(entry.label)
     assert match, entry.label
+    # the entry carries its sweep family; the label shows it (with the clip setting)
+    assert entry.family is not None and entry.family.startswith(match["family"])
     return match["family"]
 
 
@@ -271,17 +271,21 @@ def test_shakespeare_smoke_reports_bits_per_character(tmp_path: Path) -> None:
     assert (out / "sweep.png").stat().st_size > 10_000
 
 
-def _fake_rows(values: dict[str, float | None]) -> list[dict[str, Any]]:
+def _fake_rows(values: dict[str, float | None],
+               entries: list[GridEntry] | None = None) -> list[dict[str, Any]]:
     """summarize()-like rows: one finished seed per label with the given accuracy."""
-    return [{"label": label, "n": 1, "final_test_acc_mean": acc, "final_test_acc_std": None,
-             "final_test_acc_values": [acc], "missing": []} for label, acc in values.items()]
+    by_label = {e.label: e for e in entries or []}
+    rows = []
+    for label, acc in values.items():
+        e = by_label.get(label)
+        rows.append({"label": label, "n": 1, "final_test_acc_mean": acc,
+                     "final_test_acc_std": None, "final_test_acc_values": [acc], "missing": [],
+                     "family": e.family if e else None, "lr": e.lr if e else 0.1,
+                     "batch_size": e.overrides.get("batch_size", 128) if e else 128})
+    return rows
 
 
-def test_extend_sweeps_grows_edges_until_bracketed_or_capped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tamegrad.train.compare as compare
-
+def test_extend_sweeps_grows_edges_until_bracketed_or_capped(tmp_path: Path) -> None:
     out = tmp_path / "grid"
     _, entries, _ = prepare_suite("gssgd-cifar10", "smoke", out)
     n_own = len(entries)
@@ -291,10 +295,9 @@ def test_extend_sweeps_grows_edges_until_bracketed_or_capped(
     acc["SGD lr=0.21 b128"] = 0.6  # best at the high edge -> one point higher
     acc["GSSGD lr=1.67e-5 b8"] = None  # an unfinished point: that sweep is left alone
     acc["GSSGD lr=5e-5 b8"] = 0.7
-    rows = _fake_rows(acc)
+    rows = _fake_rows(acc, entries)
     rows[[r["label"] for r in rows].index("GSSGD lr=1.67e-5 b8")]["n"] = 0
-    monkeypatch.setattr(compare, "summarize", lambda _out: rows)
-    assert extend_sweeps("gssgd-cifar10", "smoke", out) == [
+    assert extend_sweeps("gssgd-cifar10", "smoke", out, rows) == [
         "GSSGD lr=2.22e-5 b128", "SGD lr=0.63 b128"]
     meta = json.loads((out / "suite.json").read_text())
     assert meta["extensions"] == [
@@ -319,8 +322,7 @@ def test_extend_sweeps_grows_edges_until_bracketed_or_capped(
     for _ in range(MAX_EXTENSIONS_PER_SIDE + 1):
         acc = {e.label: 0.55 if e.label in centres else 0.5 for e in entries}
         acc[next(e.label for e in entries if e.lr == lr and e.label.startswith("GSSGD"))] = 0.9
-        rows = _fake_rows(acc)
-        added = extend_sweeps("gssgd-cifar10", "smoke", out)
+        added = extend_sweeps("gssgd-cifar10", "smoke", out, _fake_rows(acc, entries))
         _, entries, _ = prepare_suite("gssgd-cifar10", "smoke", out)
         if not added:
             break
@@ -330,14 +332,9 @@ def test_extend_sweeps_grows_edges_until_bracketed_or_capped(
     assert min(gssgd) == pytest.approx(6.67e-5 / 3**MAX_EXTENSIONS_PER_SIDE, rel=0.01)
 
 
-def test_extend_sweeps_ignores_grids_that_are_not_sweeps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tamegrad.train.compare as compare
-
+def test_extend_sweeps_ignores_grids_that_are_not_sweeps(tmp_path: Path) -> None:
     prepare_suite("gssgd-cifar10", "smoke", tmp_path)
-    monkeypatch.setattr(compare, "summarize", lambda _out: _fake_rows({"SGD": 0.5}))
-    assert extend_sweeps("gssgd-cifar10", "smoke", tmp_path) == []
+    assert extend_sweeps("gssgd-cifar10", "smoke", tmp_path, _fake_rows({"SGD": 0.5})) == []
 
 
 @pytest.mark.slow

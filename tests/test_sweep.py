@@ -7,41 +7,45 @@ from typing import Any
 import pytest
 
 from tamegrad.train.sweep import (
-    SweepLabel,
+    SweepPoint,
     best_per_family,
     format_best_table,
     is_sweep,
-    parse_sweep_label,
     plot_sweep,
+    sweep_label,
+    sweep_point,
     sweep_points,
 )
 
 
-def _row(label: str, values: list[float], key: str = "final_test_acc") -> dict[str, Any]:
+def _row(family: str | None, lr: float, batch: int, values: list[float],
+         key: str = "final_test_acc") -> dict[str, Any]:
+    """A summarize() row of sweep point (family, lr, batch); family None: not a sweep point."""
     import statistics
 
     mean = statistics.fmean(values) if values else None
     std = statistics.stdev(values) if len(values) > 1 else None
-    return {"label": label, "n": len(values), f"{key}_mean": mean, f"{key}_std": std,
-            f"{key}_values": values}
+    label = sweep_label(family, f"{lr:g}", batch) if family else f"plain {lr:g}"
+    return {"label": label, "family": family, "lr": lr, "batch_size": batch, "n": len(values),
+            f"{key}_mean": mean, f"{key}_std": std, f"{key}_values": values}
 
 
-def test_parse_sweep_label():
-    assert parse_sweep_label("GSSGD lr=2e-4 b128") == SweepLabel("GSSGD", 2e-4, 128)
-    parsed = parse_sweep_label("Clipped SGD c=2 lr=0.167 b8")
-    assert parsed is not None
-    assert (parsed.family, parsed.lr, parsed.batch_size) == ("Clipped SGD c=2", 0.167, 8)
-    assert parse_sweep_label("TRSGD") is None
-    assert parse_sweep_label("SGD lr=abc b8") is None
+def test_sweep_points_come_from_row_fields_not_labels():
+    row = _row("Clipped SGD c=2", 0.167, 8, [0.5])
+    assert sweep_point(row) == SweepPoint("Clipped SGD c=2", 0.167, 8)
+    # the label is for people: a misleading one does not change the point
+    assert sweep_point({**row, "label": "GSSGD lr=9 b128"}) == SweepPoint("Clipped SGD c=2",
+                                                                           0.167, 8)
+    assert sweep_point(_row(None, 0.1, 8, [0.5])) is None
 
 
 def test_best_lr_per_family_and_batch_with_edge_flag():
     rows = [
-        _row("A lr=0.1 b128", [0.50]), _row("A lr=0.3 b128", [0.60]),
-        _row("A lr=0.9 b128", [0.55]),
-        _row("B lr=1 b128", [0.40]), _row("B lr=3 b128", [0.45]), _row("B lr=9 b128", [0.70]),
-        _row("A lr=0.025 b8", [0.30, 0.34]), _row("A lr=0.075 b8", []),
-        _row("A lr=0.225 b8", [0.20]),
+        _row("A", 0.1, 128, [0.50]), _row("A", 0.3, 128, [0.60]),
+        _row("A", 0.9, 128, [0.55]),
+        _row("B", 1, 128, [0.40]), _row("B", 3, 128, [0.45]), _row("B", 9, 128, [0.70]),
+        _row("A", 0.025, 8, [0.30, 0.34]), _row("A", 0.075, 8, []),
+        _row("A", 0.225, 8, [0.20]),
     ]
     assert is_sweep(rows)
     best = {(b["batch_size"], b["family"]): b for b in best_per_family(rows)}
@@ -62,10 +66,9 @@ def test_best_lr_per_family_and_batch_with_edge_flag():
 
 def test_lower_is_better_for_bits_per_character_and_divergence_is_reported():
     rows = [
-        _row("L lr=1 b8", [2.1], "final_test_bpc"),
-        _row("L lr=3 b8", [1.9], "final_test_bpc"),
-        {"label": "L lr=9 b8", "n": 1, "final_test_bpc_mean": None,
-         "final_test_bpc_std": None, "final_test_bpc_values": []},
+        _row("L", 1, 8, [2.1], "final_test_bpc"),
+        _row("L", 3, 8, [1.9], "final_test_bpc"),
+        {**_row("L", 9, 8, [], "final_test_bpc"), "n": 1},
     ]
     (best,) = best_per_family(rows)
     assert best["metric"] == "final_test_bpc" and best["higher_is_better"] is False
@@ -75,40 +78,40 @@ def test_lower_is_better_for_bits_per_character_and_divergence_is_reported():
 
 
 def test_non_sweep_labels_are_refused():
-    rows = [_row("SGD", [0.5])]
+    rows = [_row(None, 0.1, 8, [0.5])]
     assert not is_sweep(rows)
-    with pytest.raises(ValueError, match="not a sweep label"):
+    with pytest.raises(ValueError, match="not a sweep point"):
         best_per_family(rows)
 
 
 def test_a_failed_run_counts_as_diverged_not_as_missing():
-    failed = _row("L lr=9 b8", [])
+    failed = _row("L", 9, 8, [])
     failed["missing"] = [{"seed": 0, "status": "failed",
                           "detail": "failed: NonFiniteLossError: loss is nan"}]
-    running = _row("L lr=3 b8", [])
+    running = _row("L", 3, 8, [])
     running["missing"] = [{"seed": 0, "status": "running", "detail": "unfinished"}]
-    (best,) = best_per_family([_row("L lr=1 b8", [0.4]), running, failed])
+    (best,) = best_per_family([_row("L", 1, 8, [0.4]), running, failed])
     assert best["diverged"] == ["L lr=9 b8"]
     assert best["complete"] is False  # lr=3 is still running
-    (best,) = best_per_family([_row("L lr=1 b8", [0.4]), failed])
+    (best,) = best_per_family([_row("L", 1, 8, [0.4]), failed])
     assert best["complete"] is True and best["best_lr"] == 1.0
     assert "sweep incomplete" not in format_best_table([best])
 
 
 def test_sweep_points_per_batch_and_family_sorted_by_lr():
-    rows = [_row("A lr=0.9 b128", [0.55]), _row("A lr=0.1 b128", [0.50]),
-            _row("A lr=0.3 b8", []), _row("B lr=1 b8", [0.4])]
+    rows = [_row("A", 0.9, 128, [0.55]), _row("A", 0.1, 128, [0.50]),
+            _row("A", 0.3, 8, []), _row("B", 1, 8, [0.4])]
     points = sweep_points(rows)
     assert points[128]["A"] == [(0.1, 0.50), (0.9, 0.55)]
     assert points[8]["A"] == [(0.3, None)] and points[8]["B"] == [(1.0, 0.4)]
 
 
 def test_plot_sweep_draws_one_panel_per_family_with_diverged_points(tmp_path):
-    failed = _row("A lr=0.9 b8", [])
+    failed = _row("A", 0.9, 8, [])
     failed["missing"] = [{"seed": 0, "status": "failed", "detail": "loss is nan"}]
-    rows = [_row("A lr=0.1 b128", [0.5]), _row("A lr=0.3 b128", [0.6]),
-            _row("B lr=1e-4 b128", [0.55]), _row("B lr=3e-4 b128", [0.65]),
-            _row("A lr=0.1 b8", [0.3]), _row("A lr=0.3 b8", [0.35]), failed]
+    rows = [_row("A", 0.1, 128, [0.5]), _row("A", 0.3, 128, [0.6]),
+            _row("B", 1e-4, 128, [0.55]), _row("B", 3e-4, 128, [0.65]),
+            _row("A", 0.1, 8, [0.3]), _row("A", 0.3, 8, [0.35]), failed]
     png = plot_sweep(tmp_path, "demo", rows)
     assert png == tmp_path / "sweep.png" and png.stat().st_size > 10_000
     import matplotlib.image

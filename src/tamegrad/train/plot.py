@@ -7,6 +7,10 @@ Panels are train loss, test loss, train accuracy and test accuracy against epoch
 
 ``plot_runs`` accepts any mix of grid folders (with ``grid.json`` or ``<label>/seed<k>/``
 sub-folders), label folders (``<label>/seed<k>/``) and single run folders (``metrics.jsonl``).
+Runs are averaged only when their configs differ in nothing but the seed (and the fields that do
+not change a run: device, data folder, evaluation batch size, checkpoint interval): runs of one
+label whose configs differ otherwise are kept apart, each curve labelled with what sets it apart
+(e.g. ``SGD [dataset=digits, model=mlp]``), never pooled into one mean.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tamegrad.train.compare import GRID_FILE, read_metrics, slugify
+from tamegrad.train.config import RESUME_FREE_FIELDS
+from tamegrad.train.grid import GRID_FILE, slugify
+from tamegrad.train.run_folder import RunFolder
 
 TEXT_DATASETS = frozenset({"tinyshakespeare"})
 _SEED_DIR = re.compile(r"^seed\d+$")
@@ -33,17 +39,54 @@ class _Group:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "metrics.jsonl").is_file() or (path / "config.json").is_file()
+    folder = RunFolder(path)
+    return folder.metrics_path.is_file() or folder.config_path.is_file()
 
 
-def _dataset_of(run_dir: Path) -> str | None:
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(cfg, dict) and isinstance(cfg.get("dataset"), str):
-        return str(cfg["dataset"])
-    return None
+#: Config fields that may differ between runs averaged into one curve.
+_POOLABLE_FIELDS = frozenset({"seed", *RESUME_FREE_FIELDS})
+
+
+def _experiment_key(config: dict[str, Any] | None) -> str:
+    """What must be equal for two runs to be seeds of one experiment (JSON, sorted keys)."""
+    kept = {k: v for k, v in (config or {}).items() if k not in _POOLABLE_FIELDS}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def split_experiments(
+    found: dict[str, list[Path]],
+) -> dict[str, list[Path]]:
+    """Split each label's runs by experiment (config up to the seed); return label -> runs.
+
+    A label whose runs all share one experiment is kept as is; otherwise each experiment becomes
+    its own label, ``"<label> [field=value, ...]"`` with the (up to 3) fields that tell the
+    label's experiments apart.
+    """
+    out: dict[str, list[Path]] = {}
+    for label, dirs in found.items():
+        configs = {d: RunFolder(d).read_config() or {} for d in dirs}
+        groups: dict[str, list[Path]] = {}
+        for d in dirs:
+            groups.setdefault(_experiment_key(configs[d]), []).append(d)
+        if len(groups) == 1:
+            out[label] = dirs
+            continue
+        firsts = [configs[g[0]] for g in groups.values()]
+        names = sorted({k for c in firsts for k in c} - _POOLABLE_FIELDS)
+        differing = [k for k in names if len({_short(c.get(k)) for c in firsts}) > 1][:3]
+        for group in groups.values():
+            cfg = configs[group[0]]
+            tag = ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing)
+            name = f"{label} [{tag}]"
+            while name in out or name in found:
+                name += "'"
+            out[name] = group
+    return out
 
 
 def _grid_labels(grid_dir: Path) -> dict[str, str]:
@@ -150,7 +193,8 @@ def plot_runs(
 ) -> Path:
     """Draw the 2x2 training-curve figure for ``runs`` into ``out_png``; return its path.
 
-    ``runs`` is a grid folder, a run folder, or a list of either. ``band`` is ``"minmax"``
+    ``runs`` is a grid folder, a run folder, or a list of either; runs of one label from
+    different experiments are drawn apart (:func:`split_experiments`). ``band`` is ``"minmax"``
     (shaded min-max over seeds) or ``"std"`` (mean ± sample std). Raises ``FileNotFoundError``
     when no run with metrics is found.
     """
@@ -160,16 +204,17 @@ def plot_runs(
     import matplotlib.pyplot as plt
 
     paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
-    found = discover_runs(paths)
+    found = split_experiments(discover_runs(paths))
     groups: list[_Group] = []
     for label, dirs in found.items():
         group = _Group(label)
         for d in dirs:
-            records = read_metrics(d)
+            folder = RunFolder(d)
+            records = folder.read_metrics()
             if records:
                 group.runs.append(records)
-            ds = _dataset_of(d)
-            group.text = group.text or (ds is not None and ds in TEXT_DATASETS)
+            ds = (folder.read_config() or {}).get("dataset")
+            group.text = group.text or ds in TEXT_DATASETS
         if group.runs:
             groups.append(group)
     if not groups:

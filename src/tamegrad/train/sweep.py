@@ -1,9 +1,12 @@
 """Reading a learning-rate sweep: the best learning rate of each optimizer family.
 
-A sweep grid labels its entries ``"<family> lr=<lr> b<batch>"`` (:func:`sweep_label`, used by
-:func:`tamegrad.reproduce.sweep_entries`). Comparing optimizers fairly means comparing each
-family at its own best learning rate, per batch size, and flagging a best that sits at the edge
-of its sweep: there the sweep did not bracket the optimum and the family may be under-rated.
+A sweep grid's entries carry a ``family`` (:class:`~tamegrad.train.grid.GridEntry`): the points
+of one sweep share family and batch size and differ in ``lr``; the rows of
+:func:`~tamegrad.train.results.summarize` carry ``family``, ``batch_size`` and ``lr``, which is
+all this module reads (labels, ``"<family> lr=<lr> b<batch>"`` by :func:`sweep_label`, are only
+for people). Comparing optimizers fairly means comparing each family at its own best learning
+rate, per batch size, and flagging a best that sits at the edge of its sweep: there the sweep
+did not bracket the optimum and the family may be under-rated.
 
 The selection uses the grid's own test metric (final test accuracy, or final test bits per
 character for text), so with one seed it is optimistic for every family alike; confirm a close
@@ -13,7 +16,6 @@ call by rerunning the selected entries with more seeds.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,14 @@ from typing import Any
 
 from tamegrad._atomic import atomic_write_text
 
-from .compare import run_dir_for, summarize
-
-_SWEEP_LABEL = re.compile(r"^(?P<family>.+) lr=(?P<lr>\S+) b(?P<batch>\d+)$")
+from .grid import run_dir_for
+from .results import summarize
 
 
 @dataclass(frozen=True)
-class SweepLabel:
+class SweepPoint:
+    """Where a row sits in its sweep."""
+
     family: str
     lr: float
     batch_size: int
@@ -52,21 +55,17 @@ def sweep_label(family: str, lr: str, batch_size: int) -> str:
     return f"{family} lr={lr} b{batch_size}"
 
 
-def parse_sweep_label(label: str) -> SweepLabel | None:
-    """``"GSSGD lr=2e-4 b128"`` -> ``SweepLabel("GSSGD", 2e-4, 128)``; None for other labels."""
-    match = _SWEEP_LABEL.match(label)
-    if match is None:
+def sweep_point(row: dict[str, Any]) -> SweepPoint | None:
+    """The row's place in its sweep, or None for a row whose entry is not a sweep point."""
+    family = row.get("family")
+    if family is None:
         return None
-    try:
-        lr = float(match["lr"])
-    except ValueError:
-        return None
-    return SweepLabel(match["family"], lr, int(match["batch"]))
+    return SweepPoint(str(family), float(row["lr"]), int(row["batch_size"]))
 
 
 def is_sweep(rows: Sequence[dict[str, Any]]) -> bool:
-    """True when every row's label is a sweep label."""
-    return bool(rows) and all(parse_sweep_label(r["label"]) is not None for r in rows)
+    """True when every row is a sweep point (its entry has a ``family``)."""
+    return bool(rows) and all(sweep_point(r) is not None for r in rows)
 
 
 def _metric(rows: Sequence[dict[str, Any]]) -> tuple[str, bool]:
@@ -85,15 +84,14 @@ def _diverged(row: dict[str, Any], metric: str) -> bool:
 
 def _by_family(
     rows: Sequence[dict[str, Any]],
-) -> dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]]:
-    """``(batch size, family) -> [(parsed label, row)]`` in grid order; refuses other labels."""
-    groups: dict[tuple[int, str], list[tuple[SweepLabel, dict[str, Any]]]] = {}
+) -> dict[tuple[int, str], list[tuple[SweepPoint, dict[str, Any]]]]:
+    """``(batch size, family) -> [(point, row)]`` in grid order; refuses non-sweep rows."""
+    groups: dict[tuple[int, str], list[tuple[SweepPoint, dict[str, Any]]]] = {}
     for row in rows:
-        parsed = parse_sweep_label(row["label"])
-        if parsed is None:
-            raise ValueError(f"not a sweep label: {row['label']!r} (expected '<family> lr=<lr> "
-                             "b<batch>')")
-        groups.setdefault((parsed.batch_size, parsed.family), []).append((parsed, row))
+        point = sweep_point(row)
+        if point is None:
+            raise ValueError(f"not a sweep point: {row['label']!r} has no family")
+        groups.setdefault((point.batch_size, point.family), []).append((point, row))
     return groups
 
 
@@ -174,7 +172,7 @@ def write_best(
 ) -> str | None:
     """Write ``best.md`` for a sweep grid in ``out_dir``; None (nothing written) otherwise.
 
-    ``rows`` are the grid's :func:`~tamegrad.train.compare.summarize` rows (read when omitted).
+    ``rows`` are the grid's :func:`~tamegrad.train.results.summarize` rows (read when omitted).
     """
     out = Path(out_dir)
     rows = summarize(out) if rows is None else rows
@@ -261,7 +259,8 @@ def plot_sweep(
     out = Path(out_dir)
     rows = summarize(out) if rows is None else rows
     metric, higher = _metric(rows)
-    diverged = {parse_sweep_label(d) for b in best_per_family(rows) for d in b["diverged"]}
+    by_label = {r["label"]: r for r in rows}
+    diverged = {sweep_point(by_label[d]) for b in best_per_family(rows) for d in b["diverged"]}
     points = sweep_points(rows)
     acc = metric == "final_test_acc"
     scale = 100.0 if acc else 1.0
@@ -282,7 +281,7 @@ def plot_sweep(
             xs = [lr for lr, v in vals if v is not None]
             ys = [v * scale for _, v in vals if v is not None]
             ax.plot(xs, ys, color=color, marker="o", lw=1.6, ms=4, label=f"batch {batch}")
-            gone = [lr for lr, _ in vals if SweepLabel(family, lr, batch) in diverged]
+            gone = [lr for lr, _ in vals if SweepPoint(family, lr, batch) in diverged]
             if gone:
                 ax.plot(gone, [edge] * len(gone), color=color, marker="x", ms=9, lw=0, mew=2)
         ax.set_xscale("log")

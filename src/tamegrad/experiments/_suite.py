@@ -1,0 +1,60 @@
+"""What a suite is: a versioned base config + grid entries, run at named profiles.
+
+Every suite has one profile style: a profile is data (:class:`ProfileSpec`), the changes to the
+suite's base config, the seeds and a note; :meth:`Suite.run` turns it into the grid to run.
+Bump a suite's ``version`` whenever a change to it would change its numbers, so that old and new
+results are never mixed in one folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tamegrad.train.config import TrainConfig
+from tamegrad.train.grid import GridEntry
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """What one (suite, profile) runs."""
+
+    base: TrainConfig
+    entries: list[GridEntry]
+    seeds: list[int]
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A profile as data: changes to the suite's base config, seeds and a note."""
+
+    changes: dict[str, Any]
+    seeds: tuple[int, ...]
+    notes: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named, versioned experiment: ``base()`` and ``entries()`` at each of ``profiles``."""
+
+    name: str
+    version: int
+    description: str
+    base: Callable[[], TrainConfig]
+    entries: Callable[[], list[GridEntry]]
+    profiles: dict[str, ProfileSpec] = field(default_factory=dict)
+
+    def run(self, profile: str) -> SuiteRun:
+        """The grid of ``profile`` (fresh objects on every call: nothing is shared)."""
+        if profile not in self.profiles:
+            raise ValueError(
+                f"Unknown profile {profile!r} for suite {self.name!r}. "
+                f"Valid profiles: {', '.join(sorted(self.profiles))}"
+            )
+        spec = self.profiles[profile]
+        changes = copy.deepcopy(spec.changes)  # no dict shared between the configs it builds
+        return SuiteRun(replace(self.base(), **changes), self.entries(), list(spec.seeds),
+                        spec.notes)

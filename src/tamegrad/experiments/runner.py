@@ -1,0 +1,216 @@
+"""Running a suite into a results folder: ``suite.json``, sweep extensions, tables, figures.
+
+``OUT/suite.json`` stamps the suite, its version and the profile (a folder holding another one
+is refused, so results are never mixed) and records the sweep points added by
+:func:`extend_sweeps`; ``OUT/grid.json`` and the run folders are the grid runner's
+(:mod:`tamegrad.train.compare`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tamegrad._atomic import atomic_write_text
+from tamegrad.train.config import TrainConfig
+from tamegrad.train.grid import GridEntry
+from tamegrad.train.sweep import best_per_family, format_lr, is_sweep, round_lr, sweep_label
+
+from .suites import get_suite, suite_run
+from .sweeps import MAX_EXTENSIONS_PER_SIDE, SWEEP_FACTORS, batch_of, with_extensions
+
+#: Key of ``suite.json`` holding the points added by :func:`extend_sweeps`.
+EXTENSIONS_KEY = "extensions"
+
+SUITE_FILE = "suite.json"
+
+#: ``runner(base, entries, seeds, out_dir) -> number of failed cells``: how a grid is run.
+GridRunner = Callable[[TrainConfig, list[GridEntry], list[int], Path], int]
+
+
+def read_suite_meta(out: Path | str) -> dict[str, Any]:
+    """The folder's ``suite.json`` ({} when absent); ``ValueError`` when unreadable."""
+    path = Path(out) / SUITE_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it or use another --out "
+                         "folder") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} does not hold a suite description; use another --out folder")
+    return meta
+
+
+def prepare_suite(
+    name: str,
+    profile: str,
+    out_dir: Path | str,
+    *,
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    validate: Callable[[TrainConfig, list[GridEntry]], None] | None = None,
+) -> tuple[TrainConfig, list[GridEntry], list[int]]:
+    """Resolve the grid of ``name``/``profile`` and stamp ``out_dir/suite.json``.
+
+    ``seeds`` replaces the profile's seeds, ``only`` keeps the entries whose label starts with
+    one of the given strings, ``overrides`` changes base-config fields (e.g. ``data_dir``, or
+    ``dataset="cifar10"`` for the official files). Sweep points added to the folder by
+    :func:`extend_sweeps` join the grid. Refuses a folder that holds another suite, version or
+    profile, so results are never mixed. ``validate(base, entries)`` runs before anything is
+    written (e.g. the CLI's checks of names and options).
+    """
+    spec = suite_run(name, profile)
+    base = replace(spec.base, **(overrides or {}))
+    out = Path(out_dir)
+    old = read_suite_meta(out)
+    entries = with_extensions(spec.entries, list(old.get(EXTENSIONS_KEY, [])), base)
+    if only:
+        entries = [e for e in entries if any(e.label.startswith(o) for o in only)]
+        if not entries:
+            labels = ", ".join(e.label for e in spec.entries)
+            raise ValueError(f"--only {only} matches no entry of {name!r}; entries: {labels}")
+    meta = {"suite": name, "version": get_suite(name).version, "profile": profile,
+            "notes": spec.notes}
+    if old and (old.get("suite"), old.get("version"), old.get("profile")) != (
+        name, meta["version"], profile
+    ):
+        raise ValueError(
+            f"{out} holds results of {old.get('suite')} v{old.get('version')} "
+            f"profile {old.get('profile')}; use another --out folder"
+        )
+    if validate is not None:
+        validate(base, entries)
+    if not old:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / SUITE_FILE, json.dumps(meta, indent=2) + "\n")
+    return base, entries, list(seeds if seeds is not None else spec.seeds)
+
+
+def extend_sweeps(
+    name: str, profile: str, out_dir: Path | str,
+    rows: Sequence[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Add one lr point beyond every sweep whose best lr sits at its edge; return the labels.
+
+    Reads the folder's results (``rows``: its :func:`~tamegrad.train.results.summarize` rows,
+    read when omitted): for each family and batch size whose sweep is complete and whose best
+    lr is the lowest (highest) swept, records in ``suite.json`` a point one sweep step (3x)
+    lower (higher), at most :data:`MAX_EXTENSIONS_PER_SIDE` beyond the suite's own range on
+    each side. The next run of the suite on this folder includes them. Returns ``[]`` when
+    every sweep brackets its best (or may grow no further), and for grids that are not
+    learning-rate sweeps.
+    """
+    from tamegrad.train.results import summarize
+
+    out = Path(out_dir)
+    rows = summarize(out) if rows is None else rows
+    if not is_sweep(rows):
+        return []
+    meta = read_suite_meta(out)
+    extensions = list(meta.get(EXTENSIONS_KEY, []))
+    spec = suite_run(name, profile)
+    own: dict[tuple[str, int], list[float]] = {}
+    for e in spec.entries:
+        if e.family is not None and e.lr is not None:
+            own.setdefault((e.family, batch_of(e, spec.base)), []).append(float(e.lr))
+    step = SWEEP_FACTORS[-1] / SWEEP_FACTORS[-2]
+    added: list[str] = []
+    for best in best_per_family(rows):
+        key = (best["family"], best["batch_size"])
+        if not best["at_edge"] or not best["complete"] or key not in own:
+            continue
+        lrs, up = best["lrs"], best["best_lr"] == best["lrs"][-1]
+        beyond = [lr for lr in lrs if (lr > max(own[key]) if up else lr < min(own[key]))]
+        if len(beyond) >= MAX_EXTENSIONS_PER_SIDE:
+            continue
+        lr = round_lr(best["best_lr"] * step if up else best["best_lr"] / step)
+        point = {"family": key[0], "batch_size": key[1], "lr": lr}
+        if point in extensions:  # recorded, but left out of the last run (e.g. by --only)
+            continue
+        extensions.append(point)
+        added.append(sweep_label(key[0], format_lr(lr), key[1]))
+    if added:
+        meta[EXTENSIONS_KEY] = extensions
+        atomic_write_text(out / SUITE_FILE, json.dumps(meta, indent=2) + "\n")
+    return added
+
+
+def write_suite_outputs(name: str, profile: str, out_dir: Path | str) -> str:
+    """Write the folder's ``results.md``/``.json`` and figures; return the results table.
+
+    Figures: ``curves.png`` (every entry), and for learning-rate sweeps ``best.md``,
+    ``best_curves_b<batch>.png`` and ``sweep.png`` (:mod:`tamegrad.train.sweep`). No figure
+    while no run has finished.
+    """
+    from tamegrad.train.plot import plot_runs
+    from tamegrad.train.results import summarize, write_results
+    from tamegrad.train.sweep import plot_best, plot_sweep, write_best
+
+    out = Path(out_dir)
+    table = write_results(out)
+    title = f"{name} ({profile})"
+    with contextlib.suppress(FileNotFoundError):  # nothing finished yet
+        plot_runs(out, out / "curves.png", title=title)
+        rows = summarize(out)
+        if write_best(out, rows) is not None:  # a learning-rate sweep: best lr per family
+            plot_best(out, title, rows)
+            plot_sweep(out, title, rows)
+    return table
+
+
+def in_process_runner(progress: bool | None = None) -> GridRunner:
+    """A :data:`GridRunner` that runs the grid in this process (one worker)."""
+    from tamegrad.train.compare import run_grid
+
+    def run(base: TrainConfig, entries: list[GridEntry], seeds: list[int], out: Path) -> int:
+        records = run_grid(base, entries, seeds, out, progress=progress)
+        return sum(r["action"] == "failed" for r in records)
+
+    return run
+
+
+def run_suite(
+    name: str,
+    profile: str,
+    out_dir: Path | str,
+    *,
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    extend_edges: bool = False,
+    runner: GridRunner | None = None,
+    validate: Callable[[TrainConfig, list[GridEntry]], None] | None = None,
+    progress: bool | None = None,
+    report: Callable[[str], None] | None = None,
+) -> str:
+    """Run (or continue) the suite's grid; write and return the results table.
+
+    Finished runs are skipped, so calling it again continues an interrupted grid. ``runner``
+    runs one grid (default: :func:`in_process_runner`; the CLI passes one that spawns worker
+    processes). ``extend_edges`` then grows every sweep whose best lr is at its edge
+    (:func:`extend_sweeps`) and runs the new points, until each sweep brackets its best or may
+    grow no further. ``validate`` is passed to :func:`prepare_suite`; ``report`` receives one
+    line per step (what runs, what was added).
+    """
+    run = runner or in_process_runner(progress)
+    say = report or (lambda _line: None)
+    out = Path(out_dir)
+    while True:
+        base, entries, grid_seeds = prepare_suite(
+            name, profile, out, seeds=seeds, only=only, overrides=overrides, validate=validate
+        )
+        say(f"reproduce {name} --profile {profile}: {len(entries)} configurations "
+            f"x {len(grid_seeds)} seeds -> {out}")
+        run(base, entries, grid_seeds, out)
+        added = extend_sweeps(name, profile, out) if extend_edges else []
+        if not added:
+            break
+        say(f"best lr at the edge of its sweep; adding {', '.join(added)}")
+    return write_suite_outputs(name, profile, out)

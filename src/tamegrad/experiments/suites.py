@@ -1,0 +1,28 @@
+"""The suite registry: name -> :class:`~tamegrad.experiments._suite.Suite`."""
+
+from __future__ import annotations
+
+from ._suite import Suite, SuiteRun
+from .gssgd import GSSGD_CIFAR10, GSSGD_SHAKESPEARE
+from .tr import TR_CIFAR10, TR_CIFAR10_SEARCH
+
+SUITES: dict[str, Suite] = {
+    s.name: s for s in (TR_CIFAR10, TR_CIFAR10_SEARCH, GSSGD_CIFAR10, GSSGD_SHAKESPEARE)
+}
+
+
+def available_suites() -> list[str]:
+    """Names of the suites, sorted."""
+    return sorted(SUITES)
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; ``ValueError`` naming the valid ones otherwise."""
+    if name not in SUITES:
+        raise ValueError(f"Unknown suite {name!r}. Valid suites: {', '.join(available_suites())}")
+    return SUITES[name]
+
+
+def suite_run(name: str, profile: str) -> SuiteRun:
+    """The grid of ``name`` at ``profile``; clear errors for unknown names."""
+    return get_suite(name).run(profile)
