@@ -164,16 +164,18 @@ def main() -> None:
     ap.add_argument("--big-n", type=int, default=1_281_167, help="0 to skip")
     ap.add_argument("--ranks", type=int, default=2, help="0 to skip the gloo part")
     ap.add_argument("--dist-steps", type=int, default=200)
+    ap.add_argument("--only-dist", action="store_true", help="skip the one-process table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  torch {torch.__version__}  "
           f"{platform.processor() or platform.machine()}  threads={args.threads}  "
           f"reps={args.reps}  inner={args.inner}")
-    rows = local_table(args.n, args.batch, args.reps, args.inner, args.big_n)
-    base = rows[0][1]
-    print("\n| what (per step) | median ms | / train step |\n|---|---:|---:|")
-    for name, t in rows:
-        print(f"| {name} | {1e3 * t:.3f} | {100 * t / base:.2f}% |")
+    if not args.only_dist:
+        rows = local_table(args.n, args.batch, args.reps, args.inner, args.big_n)
+        base = rows[0][1]
+        print("\n| what (per step) | median ms | / train step |\n|---|---:|---:|")
+        for name, t in rows:
+            print(f"| {name} | {1e3 * t:.3f} | {100 * t / base:.2f}% |")
     if args.ranks > 1:
         st = dist_stats(args.ranks, args.n, args.batch, args.dist_steps)
         steps = st["steps"]
@@ -184,13 +186,13 @@ def main() -> None:
         print(f"  bytes sent per step {sent:.0f}, received {recv:.0f}; update incl. "
               f"all-gather {upd_ms:.3f} ms/step; bookkeeping "
               f"{1e3 * st['bookkeeping_seconds'] / steps:.3f} ms/step")
-        per_rank = sent  # header (2 int64) + b pairs (int32 index, float32 loss)
-        print("\nExtrapolation, per-rank batch fixed (ring all-gather, 2 collectives per step, "
+        per_rank = sent  # header row + b rows (int32 index, float32 loss bits), 8 bytes each
+        print("\nExtrapolation, per-rank batch fixed (ring all-gather, 1 collective per step, "
               f"assumed alpha={ALPHA_S * 1e6:.0f} us, beta={BETA_BPS / 1e9:.2f} GB/s):")
         print("| ranks | bytes sent/rank/step | bytes received/rank/step | model time/step |")
         print("|---:|---:|---:|---:|")
         for w in (args.ranks, 8, 64):
-            t = 2 * (w - 1) * ALPHA_S + (w - 1) * per_rank / BETA_BPS
+            t = (w - 1) * ALPHA_S + (w - 1) * per_rank / BETA_BPS
             print(f"| {w} | {per_rank:.0f} | {w * per_rank:.0f} | {1e3 * t:.2f} ms |")
 
 

@@ -15,6 +15,7 @@ from tamegrad.distributed import DistContext
 from tamegrad.sampling import InfoBatchSampler, PrioritySampler
 
 N, B, STEPS_PER_EPOCH, EPOCHS = 64, 8, 5, 2
+IB_B = 16  # InfoBatch: 65 = 4 * 16 + 1 leaves a final batch of 1 < world size
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +66,9 @@ def _worker(rank: int, world: int, out: str) -> None:
         res["rejected"] = str(e)
     res["unchanged"] = torch.equal(before, s.scores)
     s.update(torch.tensor([rank]), torch.tensor([9.0]))  # still in step afterwards
+    # more pairs than a slice (B/2 = 4) on rank 0: the second, padded exchange
+    many = torch.arange(10, 16) if rank == 0 else torch.tensor([30])
+    s.update(many, many.float() + 0.5)
     res["after"] = s.scores.clone()
 
     # state round trip under 2 ranks, mid-epoch
@@ -89,7 +93,7 @@ def _worker(rank: int, world: int, out: str) -> None:
         torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(nxt, again))
 
     # InfoBatch: N=65 leaves a final batch of 1 < world size in epoch 0 (merged into the last)
-    ib = InfoBatchSampler(65, B, epochs=4, seed=5)
+    ib = InfoBatchSampler(65, IB_B, epochs=4, seed=5)
     ib_slices = []
     for epoch in range(3):
         ib.set_epoch(epoch)
@@ -152,17 +156,19 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
     for p0, p in zip(r[0]["params"], params):
         assert torch.allclose(p0, p.detach(), atol=1e-6, rtol=0)
     assert torch.allclose(single.scores, r[0]["scores"], atol=1e-6)
-    # statistics: weights of the global batch, bytes of 2 int64 + B/2 (int32, float32) pairs
+    # statistics: bytes of one header row + B/2 (int32 index, float32 loss) rows per step
     st = r[0]["stats"]
-    assert st["steps"] == STEPS_PER_EPOCH and st["bytes_sent_per_step"] == 16 + 8 * (B // 2)
+    assert st["steps"] == STEPS_PER_EPOCH and st["bytes_sent_per_step"] == 8 + 8 * (B // 2)
     assert st["bytes_received_per_step"] == 2 * st["bytes_sent_per_step"]
     # a bad update on one rank is rejected on both, nothing written, ranks stay in step
     for k in (0, 1):
         assert "rank 1" in r[k]["rejected"] and "losses" in r[k]["rejected"]
         assert r[k]["unchanged"] and r[k]["round_trip"]
     assert torch.equal(r[0]["after"], r[1]["after"]) and r[0]["after"][:2].tolist() == [9.0, 9.0]
+    assert r[0]["after"][10:16].tolist() == [k + 0.5 for k in range(10, 16)]
+    assert r[0]["after"][30].item() == 30.5
     # InfoBatch: one shared plan; the slices match a 1-process sampler's global batches
-    ib = InfoBatchSampler(65, B, epochs=4, seed=5)
+    ib = InfoBatchSampler(65, IB_B, epochs=4, seed=5)
     assert torch.equal(r[0]["ib_scores"], r[1]["ib_scores"])
     f = torch.randn(65, generator=torch.Generator().manual_seed(1))
     for epoch in range(3):
@@ -185,7 +191,7 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
             ddp_mean = 0.5 * (float((aw * f[a]).mean()) + float((bw * f[b]).mean()))
             assert ddp_mean == pytest.approx(float((gw * f[gi]).mean()), rel=1e-5)
         assert pos == ref_idx.numel()
-    assert r[0]["ib"][0][-1][0].numel() == 5  # the final batch of 9 = 8 + 1, split 5 / 4
+    assert r[0]["ib"][0][-1][0].numel() == 9  # the final batch of 17 = 16 + 1, split 9 / 8
     # pre-sample: every rank scored its half of B = 2b candidates; same global batches
     assert set(r[0]["ps_sizes"]) == set(r[1]["ps_sizes"]) == {B}
     assert r[0]["ps_stats"]["presampled_steps"] == STEPS_PER_EPOCH

@@ -7,10 +7,12 @@ contiguous slice (rank ``r`` of ``W`` gets entries ``[r*b/W, (r+1)*b/W)``). ``up
 collective: each rank passes its local (index, score) pairs, the pairs are all-gathered, checked
 on every rank, and every rank applies the same write, so the tables never diverge.
 
-A rejected update writes nothing on any rank: each rank checks its own pairs, the verdicts are
-all-gathered first (a 2-int header per rank), and every rank raises the same ``ValueError``
-before the pairs themselves are exchanged. Hence ``update`` (and iterating) must be called the
-same number of times, in the same order, on every rank.
+A rejected update writes nothing on any rank: each rank checks its own pairs and sends its
+verdict in a header row with them (one ``all_gather`` of ``1 + b/W`` rows of (int32 index,
+float32 loss bits); a rank passing more than ``b/W`` pairs costs a second, padded exchange);
+every rank sees every verdict and raises the same ``ValueError`` before writing anything.
+Hence ``update`` (and iterating) must be called the same number of times, in the same order, on
+every rank.
 
 Limits: the table lives on the CPU (a CUDA trainer passes CUDA tensors, which are copied: b
 floats per step); with an nccl group the exchange runs on the current CUDA device. At most
@@ -228,29 +230,39 @@ class TableSampler:
                 raise ValueError(f"Invalid update: {_PROBLEMS[code]} ({detail}); nothing written")
             return idx.to(torch.int64), val
         dev = self._comm_device()
+        world = self.dist.world_size
+        cap = self.batch_size // world  # one rank's slice: one collective in the usual case
         n = idx.numel() if code == 0 else 0
-        header = torch.tensor([n, code], dtype=torch.int64, device=dev)
-        headers = self.dist.all_gather(header).cpu()
-        codes = headers[:, 1].tolist()
+        first = min(n, cap)
+        buf = torch.zeros((1 + cap, 2), dtype=torch.int32)
+        buf[0, 0], buf[0, 1] = n, code  # header row: pair count and verdict
+        buf[1 : 1 + first, 0] = idx[:first].to(torch.int32)
+        buf[1 : 1 + first, 1] = val[:first].view(torch.int32)
+        gathered = self.dist.all_gather(buf.to(dev)).cpu()
+        self._stat["bytes_sent"] += buf.numel() * 4
+        self._stat["bytes_received"] += gathered.numel() * 4
+        codes = gathered[:, 0, 1].tolist()
         bad = [r for r, c in enumerate(codes) if c]
-        self._stat["bytes_sent"] += header.numel() * 8
-        self._stat["bytes_received"] += headers.numel() * 8
         if bad:
             r = bad[0]
             mine = f"; here: {detail}" if self.dist.rank == r else ""
             raise ValueError(
                 f"Invalid update on rank {r}: {_PROBLEMS[codes[r]]}{mine}; rejected on all "
-                f"{len(codes)} ranks, nothing written"
+                f"{world} ranks, nothing written"
             )
-        sizes = headers[:, 0].tolist()
-        longest = max(sizes)
-        payload = torch.zeros((longest, 2), dtype=torch.int32)
-        payload[:n, 0] = idx.to(torch.int32)
-        payload[:n, 1] = val.view(torch.int32)
-        gathered = self.dist.all_gather(payload.to(dev)).cpu()
-        self._stat["bytes_sent"] += payload.numel() * 4
-        self._stat["bytes_received"] += gathered.numel() * 4
-        rows = torch.cat([gathered[r, : sizes[r]] for r in range(len(sizes))])
+        sizes = gathered[:, 0, 0].tolist()
+        parts = [gathered[r, 1 : 1 + min(sizes[r], cap)] for r in range(world)]
+        extra = max(sizes) - cap
+        if extra > 0:  # some rank passed more than its slice: a second, padded exchange
+            over = torch.zeros((extra, 2), dtype=torch.int32)
+            over[: n - first, 0] = idx[first:].to(torch.int32)
+            over[: n - first, 1] = val[first:].view(torch.int32)
+            more = self.dist.all_gather(over.to(dev)).cpu()
+            self._stat["bytes_sent"] += over.numel() * 4
+            self._stat["bytes_received"] += more.numel() * 4
+            parts = [torch.cat([parts[r], more[r, : max(0, sizes[r] - cap)]])
+                     for r in range(world)]
+        rows = torch.cat(parts)
         return rows[:, 0].to(torch.int64), rows[:, 1].contiguous().view(torch.float32)
 
     # -- statistics ------------------------------------------------------------------------
