@@ -24,7 +24,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Run or continue a named, versioned experiment suite; finished runs are "
                     "skipped, so a long grid can be completed over several sittings.",
     )
-    p.add_argument("suite", help="suite name, e.g. tr-cifar10")
+    p.add_argument("suite", nargs="?", help="suite name, e.g. tr-cifar10 (see --list)")
     p.add_argument("--profile", default="smoke", help="smoke | cpu | full | full-short")
     p.add_argument("--out", help="results folder (default results/<suite>-<profile>)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the profile's seeds")
@@ -64,13 +64,15 @@ def _recorded_threads(out_dir: Path) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """``tamegrad reproduce``."""
-    from tamegrad.experiments import SUITES, prepare_suite, run_suite
+    from tamegrad.experiments import SUITES, available_suites, prepare_suite, run_suite
 
     if args.list:
         for suite in SUITES.values():
             print(f"{suite.name} (v{suite.version}): {suite.description}")
             print(f"  profiles: {', '.join(suite.profiles)}")
         return 0
+    if not args.suite:
+        raise CLIError(f"name a suite: {', '.join(available_suites())} (or --list)")
     overrides = {k: getattr(args, k) for k in ("data_dir", "dataset", "device")
                  if getattr(args, k) is not None}
     out_dir = Path(args.out or f"results/{args.suite}-{args.profile}")
