@@ -9,12 +9,14 @@ from typing import Any
 
 SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+SAMPLERS = ("uniform", "priority", "infobatch")
 
 # Fields that may differ between the stored config and the one passed to ``train(resume=True)``:
 # they change where/how a run is executed or evaluated, not the training trajectory.
 RESUME_FREE_FIELDS = frozenset(
-    {"data_dir", "device", "eval_batch_size", "checkpoint_every_steps"}
+    {"data_dir", "device", "eval_batch_size", "checkpoint_every_steps", "measure_activations"}
 )
+_TUPLE_FIELDS = ("norm_mean", "norm_std", "estimator_include", "estimator_exclude")
 
 
 @dataclass
@@ -39,6 +41,14 @@ class TrainConfig:
     * ``eval_batch_size`` (512), ``augment`` (True: random crop + horizontal flip, applied only
       to 3-channel 32x32 image data), ``norm_mean`` / ``norm_std`` (None = the data set's own
       per-channel statistics), ``checkpoint_every_steps`` (None = checkpoint at epoch ends only).
+    * ``estimator`` (None = exact gradients; else a ``tamegrad.estimators`` method such as
+      "rad" or "wtacrs" applied to the model's layers), ``keep_frac`` (None = the method's
+      default), ``estimator_include`` / ``estimator_exclude`` (module-name patterns; None = the
+      method's defaults), ``estimator_options`` (more keyword arguments of ``convert``),
+      ``measure_activations`` (False; always on with an estimator: record the activation bytes
+      of the first training micro-batch of every epoch in the metrics).
+    * ``sampler`` ("uniform" = the loader's shuffled order; "priority" | "infobatch" from
+      ``tamegrad.sampling``), ``sampler_options`` (keyword arguments of the sampler).
     """
 
     dataset: str = "digits"
@@ -67,6 +77,14 @@ class TrainConfig:
     norm_std: tuple[float, ...] | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    estimator: str | None = None
+    keep_frac: float | None = None
+    estimator_include: tuple[str, ...] | None = None
+    estimator_exclude: tuple[str, ...] | None = None
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+    measure_activations: bool = False
+    sampler: str = "uniform"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
         """Check every field; raise one ``ValueError`` naming all bad fields. Returns ``self``.
@@ -120,10 +138,30 @@ class TrainConfig:
             self.device in DEVICES or self.device.startswith("cuda:")
         ):
             bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        for name in ("amp", "augment"):
+        if self.estimator is not None and (not isinstance(self.estimator, str)
+                                           or not self.estimator):
+            bad("estimator", "must be None or a non-empty string")
+        if self.keep_frac is not None and (
+            not is_num(self.keep_frac) or not math.isfinite(self.keep_frac)
+            or not 0 < self.keep_frac <= 1
+        ):
+            bad("keep_frac", "must be None or a number in (0, 1]")
+        if self.keep_frac is not None and self.estimator is None:
+            errors.append("keep_frac (needs an estimator)")
+        for name in ("estimator_include", "estimator_exclude"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (tuple, list)) or not v
+                                  or not all(isinstance(x, str) and x for x in v)):
+                bad(name, "must be None or a non-empty list of module-name patterns")
+        if self.sampler not in SAMPLERS:
+            bad("sampler", f"must be one of {', '.join(SAMPLERS)}")
+        if self.sampler_options and self.sampler == "uniform":
+            errors.append("sampler_options (the uniform sampler takes none)")
+        for name in ("amp", "augment", "measure_activations"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
-        for name in ("optimizer_kwargs", "model_options", "dataset_options"):
+        for name in ("optimizer_kwargs", "model_options", "dataset_options",
+                     "estimator_options", "sampler_options"):
             v = getattr(self, name)
             if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
                 bad(name, "must be a dict with string keys")
@@ -152,7 +190,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (tuples become lists); ``from_dict`` inverts it."""
         out = dataclasses.asdict(self)
-        for name in ("norm_mean", "norm_std"):
+        for name in _TUPLE_FIELDS:
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
@@ -174,10 +212,11 @@ class TrainConfig:
                 f"valid: {', '.join(sorted(names))}"
             )
         kwargs = dict(data)
-        for name in ("norm_mean", "norm_std"):
+        for name in _TUPLE_FIELDS:
             if isinstance(kwargs.get(name), list):
                 kwargs[name] = tuple(kwargs[name])
-        for name in ("optimizer_kwargs", "model_options", "dataset_options"):
+        for name in ("optimizer_kwargs", "model_options", "dataset_options",
+                     "estimator_options", "sampler_options"):
             if isinstance(kwargs.get(name), dict):
                 kwargs[name] = dict(kwargs[name])
         return cls(**kwargs).validate()

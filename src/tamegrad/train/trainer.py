@@ -59,6 +59,7 @@ from .config import TrainConfig
 from .extensions import RunExtensions, SamplerSpec
 from .loss import training_loss
 from .metrics import FLUSH_EVERY, LN2, NonFiniteLossError, RunningMetrics, evaluate
+from .plugins import extensions_for, merge
 from .run_folder import RunFolder
 from .run_state import RunState, restore_states, summary_of
 from .schedule import create_scheduler, lr_factor
@@ -83,8 +84,8 @@ class _Run:
     """One call of :func:`train` (one session of a possibly resumed run)."""
 
     def __init__(self, config: TrainConfig, folder: RunFolder, resume: bool,
-                 progress: bool | None, ext: RunExtensions) -> None:
-        self.config, self.folder, self.resume, self.ext = config, folder, resume, ext
+                 progress: bool | None, ext: RunExtensions | None) -> None:
+        self.config, self.folder, self.resume, self.user_ext = config, folder, resume, ext
         self.show_progress = _progress_enabled(progress)
         self.state = RunState()
         self.files_ready = False  # rank 0 has set up the run folder (so it may write "failed")
@@ -92,6 +93,7 @@ class _Run:
     def run(self) -> dict[str, Any]:
         self.dist = init_from_env(self.config.device)
         try:
+            self.ext = merge(extensions_for(self.config, self.dist), self.user_ext)
             return self._run()
         finally:
             self.dist.shutdown()
@@ -412,7 +414,8 @@ def train(
     scratch. A completed run resumes to an immediate return. ``resume=False`` refuses
     (``FileExistsError``) a folder that already holds a run. ``progress``: show a tqdm bar
     (None: only when stderr is a terminal). ``extensions``: a sampler, a layer conversion, a
-    per-batch context, extra checkpointed states and metrics (:mod:`.extensions`); pass the
+    per-batch context, extra checkpointed states and metrics (:mod:`.extensions`), added to
+    what the config's ``estimator`` / ``sampler`` fields ask for (:mod:`.plugins`); pass the
     same extensions when resuming.
 
     Raises ``NonFiniteLossError`` on a NaN/inf loss and ``CheckpointError`` for an unusable
@@ -426,5 +429,5 @@ def train(
     config.validate()
     folder = RunFolder(run_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
-    return _Run(config, folder, resume, progress, extensions or RunExtensions()).run()
+    return _Run(config, folder, resume, progress, extensions).run()
 
