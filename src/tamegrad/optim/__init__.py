@@ -17,10 +17,13 @@ from torch.optim import Optimizer
 
 from . import _torch_bases as _tb
 from . import gssgd as _gssgd
+from . import mlbfgs as _mlbfgs
 from . import normalized as _normalized
 from .gssgd import GeneralizedSignSGD
+from .mlbfgs import MLBFGS
 from .normalized import ClippedSGD, NormalizedSGD
-from .registry import create, describe, list_optimizers, register
+from .param_groups import module_blocks, param_groups
+from .registry import check_options, create, describe, list_optimizers, register
 from .tradam import TRAdam, TRAdamW
 from .trajectory import LAMBDA_W_LR_RATIO
 from .trsgd import TRSGD
@@ -28,6 +31,7 @@ from .wrapper import Lookahead, TrajectoryRegularized, WrappedOptimizer
 
 __all__ = [
     "LAMBDA_W_LR_RATIO",
+    "MLBFGS",
     "TRSGD",
     "ClippedSGD",
     "GeneralizedSignSGD",
@@ -37,9 +41,12 @@ __all__ = [
     "TRAdamW",
     "TrajectoryRegularized",
     "WrappedOptimizer",
+    "check_options",
     "create",
     "describe",
     "list_optimizers",
+    "module_blocks",
+    "param_groups",
     "register",
 ]
 
@@ -58,6 +65,7 @@ _register_base("adamw", _tb.AdamW, "torch.optim.AdamW (decoupled weight decay)")
 _register_base("rmsprop", _tb.RMSprop, "torch.optim.RMSprop")
 _gssgd.register_all(_register_base)  # gssgd, signum, signsgd
 _normalized.register_all(_register_base)  # normalized-sgd, clipped-sgd
+_mlbfgs.register_all(register)  # mlbfgs, lbfgs-stochastic (no tr-/lookahead- composites)
 register("trsgd", TRSGD, "TRSGD: SGD with trajectory regularization (paper: lr 0.1, lambda_w 0.01)")
 register("tradam", TRAdam, "TRAdam: Adam with trajectory regularization (lr 1e-3, lambda_w 1e-4)")
 register("tradamw", TRAdamW, "TRAdamW: TRAdam with decoupled weight decay")
@@ -80,6 +88,7 @@ def _tr_over(base: str) -> Any:
             anchor_dtype=anchor_dtype,
         )
 
+    factory.base_optimizer = base  # type: ignore[attr-defined]  # for registry.check_options
     return factory
 
 
@@ -87,6 +96,7 @@ def _lookahead_over(base: str) -> Any:
     def factory(params: Any, k: int = 5, alpha: float = 0.5, **base_hparams: Any) -> Optimizer:
         return Lookahead(create(base, params, **base_hparams), k=k, alpha=alpha)
 
+    factory.base_optimizer = base  # type: ignore[attr-defined]  # for registry.check_options
     return factory
 
 
