@@ -25,7 +25,7 @@ TINY = ["--dataset", "synthetic", "--model", "mlp", "--width", "8", "--batch-siz
         "--threads", "1"]
 # Runs long enough to be interrupted mid-way (about 0.05 s per epoch when not loaded).
 SLOW = ["--dataset", "synthetic", "--model", "mlp", "--width", "64", "--train-subset", "256",
-        "--epochs", "120", "--device", "cpu", "--threads", "1"]
+        "--epochs", "60", "--device", "cpu", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,16 @@ def test_rejected_input_leaves_no_run_folder(
     assert code == 2 and not (tmp_path / "new").exists()
 
 
+def test_bad_optimizer_value_is_refused_before_the_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid value (not only an unknown keyword) exits 2 before any cell is written."""
+    out = tmp_path / "grid"
+    code, err = _exit_code(["compare", *TINY, "--optimizers", "sgd:lr=0.1",
+                            "trsgd:lr=0.1,lambda_w=-1", "--out", str(out)], capsys)
+    assert code == 2 and "lambda_w" in err and not out.exists()
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": SRC}
 
@@ -159,7 +169,7 @@ def test_sigterm_to_train_leaves_an_interrupted_resumable_run(tmp_path: Path) ->
     assert main(["--log-level", "WARNING", "train", "--resume", str(run)]) == 0
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text()
               .splitlines()]
-    assert epochs == list(range(1, 121)) and _status(run) == "completed"
+    assert epochs == list(range(1, 61)) and _status(run) == "completed"
 
 
 def _start_grid(args: list[str]) -> subprocess.Popen[bytes]:
@@ -223,5 +233,5 @@ def test_interrupted_grid_workers_stop_and_resume(tmp_path: Path) -> None:
     assert main(["--log-level", "WARNING", "compare", "--resume", str(out), "--no-plot"]) == 0
     for m in metrics:
         epochs = [json.loads(line)["epoch"] for line in m.read_text().splitlines()]
-        assert epochs == list(range(1, 121))
+        assert epochs == list(range(1, 61))
     assert "Missing runs" not in (out / "results.md").read_text()
