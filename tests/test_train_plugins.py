@@ -4,6 +4,7 @@ in the metrics, checkpointed cache and sampler states (exact resume, 1 and 2 pro
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,18 @@ def test_two_ranks_share_cache_and_sampler_and_resume_exactly(tmp_path: Path) ->
     assert_same(r0["run"]["model"], r0["ref"]["model"], "model")
     assert_same(r0["run"]["states"], r0["ref"]["states"], "states")
     assert r0["ref"]["world_size"] == 2
+
+
+def test_schedule_follows_the_real_steps_when_epochs_shrink(tmp_path: Path) -> None:
+    """InfoBatch prunes epochs 2..: a per-step cosine built from epoch 1's length would end
+    above 0; the schedule follows the fractional epoch instead and ends at exactly 0."""
+    cfg = mlp(sampler="infobatch", epochs=4, schedule="cosine", lr=0.1,
+              sampler_options={"prune_frac": 0.5, "anneal_frac": 0.25})
+    train(cfg, tmp_path)
+    rows = RunFolder(tmp_path).read_metrics()
+    lengths = [r["sampler_batches_in_epoch"] for r in rows]
+    assert lengths[1] < lengths[0], lengths  # the epochs did shrink
+    for e, r in enumerate(rows):  # the lr of each epoch's first step: cosine at epoch e
+        assert r["lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * e / 4)), abs=1e-12)
+    last_lr = final(tmp_path)["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(0.0, abs=1e-12)

@@ -14,6 +14,12 @@ Every schedule is a function of the optimizer-step counter ``t`` (0-based: the l
 
 ``steps_per_epoch`` must be the number of optimizer steps per epoch (micro-batches divided by
 ``grad_accum``, rounded up); a schedule built with the wrong value drifts from the epoch grid.
+
+When epochs change length during a run (a sampler that prunes examples, such as InfoBatch), no
+fixed ``steps_per_epoch`` is right: pass ``progress``, a function returning the fractional
+epoch reached so far (epoch index + fraction of its steps done), and the factor is computed
+from it (:func:`lr_factor_at`), so the schedule ends exactly at the run's last step whatever
+the epochs' lengths. With equal epochs both forms give the same factor up to float rounding.
 """
 
 from __future__ import annotations
@@ -44,10 +50,29 @@ def lr_factor(schedule: str, step: int, *, epochs: int, steps_per_epoch: int) ->
     raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
+def lr_factor_at(schedule: str, progress: float, *, epochs: int) -> float:
+    """Multiplier of the base learning rate at fractional epoch ``progress`` (0 = start)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        epoch = math.floor(progress)
+        if 4 * epoch >= 3 * epochs:
+            return 0.01
+        if 2 * epoch >= epochs:
+            return 0.1
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, epochs) / epochs))
+    raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
 def create_scheduler(
-    optimizer: Optimizer, schedule: str, *, epochs: int, steps_per_epoch: int
+    optimizer: Optimizer, schedule: str, *, epochs: int, steps_per_epoch: int,
+    progress: Callable[[], float] | None = None,
 ) -> LambdaLR:
-    """A ``LambdaLR`` for ``schedule``; call ``.step()`` after every optimizer step."""
+    """A ``LambdaLR`` for ``schedule``; call ``.step()`` after every optimizer step.
+
+    ``progress``: see the module docstring (epochs of changing length)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     if epochs < 1 or steps_per_epoch < 1:
@@ -58,5 +83,9 @@ def create_scheduler(
     def factor(step: int) -> float:
         return lr_factor(schedule, step, epochs=epochs, steps_per_epoch=steps_per_epoch)
 
-    fn: Callable[[int], float] = factor
+    def factor_at(step: int) -> float:
+        assert progress is not None
+        return lr_factor_at(schedule, progress(), epochs=epochs)
+
+    fn: Callable[[int], float] = factor if progress is None else factor_at
     return LambdaLR(optimizer, fn)

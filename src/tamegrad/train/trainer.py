@@ -16,9 +16,9 @@ Design choices and limits:
   size). Steps per epoch = ``ceil(micro_batches / grad_accum)``.
 * **Training batches.** The loader drops the last incomplete batch of each epoch (every step
   sees exactly ``batch_size`` samples per process); evaluation uses every test sample. With a
-  sampler (``extensions.make_sampler``) the sampler picks each batch's examples and weights; the
-  schedule assumes every epoch has the first epoch's length (a sampler whose epochs change
-  length needs the schedule to follow it: not supported yet).
+  sampler (``extensions.make_sampler``) the sampler picks each batch's examples and weights, and
+  the lr schedule follows the fractional epoch reached (epochs may change length, as InfoBatch's
+  do), so it ends exactly at the run's last step.
 * **Metrics.** See :mod:`.metrics`. ``lr`` is the learning rate of the epoch's first step;
   ``epoch_time`` includes evaluation; ``wall_time`` sums the training time of every session of
   a resumed run (time lost between the last checkpoint and a crash is not counted).
@@ -62,7 +62,7 @@ from .metrics import FLUSH_EVERY, LN2, NonFiniteLossError, RunningMetrics, evalu
 from .plugins import extensions_for, merge
 from .run_folder import RunFolder
 from .run_state import RunState, restore_states, summary_of
-from .schedule import create_scheduler, lr_factor
+from .schedule import create_scheduler, lr_factor, lr_factor_at
 
 logger = logging.getLogger("tamegrad.train")
 
@@ -88,6 +88,7 @@ class _Run:
         self.config, self.folder, self.resume, self.user_ext = config, folder, resume, ext
         self.show_progress = _progress_enabled(progress)
         self.state = RunState()
+        self.epoch = self.epoch_first_step = 0  # where the running epoch started (schedule)
         self.files_ready = False  # rank 0 has set up the run folder (so it may write "failed")
 
     def run(self) -> dict[str, Any]:
@@ -172,14 +173,21 @@ class _Run:
         self.steps_per_epoch = math.ceil(self.n_micro / cfg.grad_accum)
         self.model = build_model(cfg, self.data.dataset, dev, ext.convert_model)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.scheduler = create_scheduler(
-            self.optimizer, cfg.schedule, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch
-        )
+        self.scheduler = create_scheduler(  # a sampler's epochs may change length
+            self.optimizer, cfg.schedule, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+            progress=self._progress if self.sampler is not None else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.metrics = RunningMetrics(dev, d)
         self.named_states = dict(ext.states)
         if self.sampler is not None:
             self.named_states["sampler"] = self.sampler
+
+    def _progress(self) -> float:
+        """Fractional epoch reached: epochs done + this epoch's optimizer steps done / its steps
+        (read by the schedule after each step; its epochs may differ in length)."""
+        st = self.state
+        steps_in_epoch = math.ceil(self.n_micro / self.config.grad_accum)
+        return self.epoch + (st.global_step - self.epoch_first_step) / steps_in_epoch
 
     def _micro_batches(self) -> int:
         cfg = self.config
@@ -256,10 +264,13 @@ class _Run:
         if start_batch == 0:
             met.reset()
             st.epoch_time_before = 0.0
+        self.epoch = epoch
+        self.epoch_first_step = st.global_step - math.ceil(start_batch / accum)
         epoch_start = time.perf_counter()
-        epoch_lr = float(self.scheduler.base_lrs[0]) * lr_factor(
-            cfg.schedule, epoch * self.steps_per_epoch, epochs=cfg.epochs,
-            steps_per_epoch=self.steps_per_epoch)
+        epoch_lr = float(self.scheduler.base_lrs[0]) * (
+            lr_factor(cfg.schedule, epoch * self.steps_per_epoch, epochs=cfg.epochs,
+                      steps_per_epoch=self.steps_per_epoch) if self.sampler is None
+            else lr_factor_at(cfg.schedule, float(epoch), epochs=cfg.epochs))
         pbar = self._progress_bar(epoch, start_batch)
         next_refresh = time.monotonic() + _PROGRESS_INTERVAL_S
         model.train()
@@ -317,8 +328,8 @@ class _Run:
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
+        self.state.global_step += 1  # before the schedule reads the progress
         self.scheduler.step()
-        self.state.global_step += 1
 
     def _autocast(self) -> Any:
         if self.use_amp:
