@@ -13,13 +13,15 @@ gradients (bit for bit) while storing less:
 They are converted by ``convert(model, "lean")`` (exact training, memory-lean) or together with
 an estimator by ``convert(model, "rad", keep_frac=..., lean=True)``; ``revert`` undoes both.
 Eval / ``no_grad`` run the plain layers. Limits: ``MaskReLU`` with ``inplace=True`` marks its
-input dirty as ``relu_`` does; a NaN input gives a NaN output and passes its gradient (as
-``threshold_backward`` does); ``nn.MaxPool2d`` is not converted (it saves int64 indices:
+input dirty as ``relu_`` does; a NaN input gives a NaN output and a zero gradient (the plain
+ReLU passes the gradient at NaN); ``nn.MaxPool2d`` is not converted (it saves int64 indices:
 use average pooling, as the RAD paper's CNN does); no double backward.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import torch
@@ -30,30 +32,31 @@ from ._registry import EstimatorLayer
 
 __all__ = ["LeanAvgPool2d", "MaskReLU", "pack_bits", "unpack_bits"]
 
-_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
-def _bit_weights(device: torch.device) -> Tensor:
-    return torch.tensor(_BITS, dtype=torch.uint8, device=device)
+# (bytes b_0..b_7 in {0, 1}, read as one little-endian int64) * _GATHER >> 56 == sum b_i 2^i:
+# b_i lands on bit 56 + i and no two partial products share a bit (so nothing carries).
+_GATHER = 0x0102040810204080
+_LITTLE = sys.byteorder == "little"
 
 
 def pack_bits(mask: Tensor) -> Tensor:
-    """A bool tensor -> uint8 tensor of ``ceil(numel / 8)`` bytes (little-endian bit order)."""
+    """A bool tensor -> uint8 tensor of ``ceil(numel / 8)`` bytes (bit i of byte j is element
+    ``8 j + i``)."""
     flat = mask.reshape(-1)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8).to(torch.uint8) * _bit_weights(flat.device)).sum(
-        1, dtype=torch.uint8
-    )
+    octets = flat.view(torch.uint8).view(-1, 8)
+    if _LITTLE:
+        return ((octets.view(torch.int64) * _GATHER) >> 56).to(torch.uint8).view(-1)
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=flat.device)
+    return (octets * weights).sum(1, dtype=torch.uint8)
 
 
 def unpack_bits(packed: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
     """Inverse of :func:`pack_bits`: the bool tensor of ``shape``."""
-    n = 1
-    for s in shape:
-        n *= int(s)
-    bits = (packed.unsqueeze(1) & _bit_weights(packed.device)).ne(0)
+    n = math.prod(int(s) for s in shape)
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(1) >> shifts).bitwise_and_(1).view(torch.bool)
     return bits.reshape(-1)[:n].view(shape)
 
 
@@ -65,7 +68,7 @@ class _MaskReLUFn(torch.autograd.Function):
             ctx.mark_dirty(x)
         else:
             out = torch.relu(x)
-        ctx.save_for_backward(pack_bits(~(out <= 0)))
+        ctx.save_for_backward(pack_bits(out > 0))
         ctx.shape = out.shape
         return out
 

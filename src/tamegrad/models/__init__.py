@@ -1,11 +1,12 @@
 """Model zoo for the training engine: ``create_model(name, num_classes=..., input_shape=...)``.
 
 Models: ``resnet18`` (CIFAR-style), ``cnn``, ``mlp``, ``char-lstm``, ``gpt`` (a small
-decoder-only transformer). None use dropout by default.
+decoder-only transformer), ``rad-cnn`` (the RAD paper's CIFAR CNN). None use dropout by default.
 """
 
 from .factory import available_models, create_model, describe_model
 from .gpt import GPT
+from .rad_cnn import RADPaperCNN
 from .resnet import BasicBlock, ResNet18
 from .small import MLP, CharLSTM, SmallCNN
 
@@ -14,6 +15,7 @@ __all__ = [
     "MLP",
     "BasicBlock",
     "CharLSTM",
+    "RADPaperCNN",
     "ResNet18",
     "SmallCNN",
     "available_models",
