@@ -101,6 +101,18 @@ def test_rejected_input_leaves_no_run_folder(
     assert code == 2 and not (tmp_path / "new").exists()
 
 
+def test_input_error_raised_by_the_trainer_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """16.10: bad input that only the trainer sees (here: fewer examples than one batch)
+    exits 2, and the folders this command created are removed again."""
+    out = tmp_path / "new" / "run"
+    code, err = _exit_code(["train", "--dataset", "synthetic", "--model", "mlp", "--width", "8",
+                            "--train-subset", "4", "--batch-size", "8", "--device", "cpu",
+                            "--out", str(out)], capsys)
+    assert code == 2 and "batch" in err and not (tmp_path / "new").exists()
+
+
 def test_bad_optimizer_value_is_refused_before_the_grid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
