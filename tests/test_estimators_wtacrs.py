@@ -235,6 +235,24 @@ def test_input_grad_bit_identical_and_bias_grad_exact(shape: tuple[int, ...], bi
         torch.testing.assert_close(layer.weight.grad, plain.weight.grad, rtol=1e-6, atol=1e-6)
 
 
+def test_bf16_autocast_matches_the_plain_layer() -> None:
+    torch.manual_seed(12)
+    plain = nn.Linear(6, 5)
+    layer = WTACRSLinear.from_linear(nn.Linear(6, 5), cache=False)
+    layer.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 16, 6)
+    go = torch.randn(4, 16, 5, dtype=torch.bfloat16)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ya, yb = plain(xa), layer(xb)
+    assert yb.dtype == torch.bfloat16 and torch.equal(ya, yb)
+    ya.backward(go)
+    yb.backward(go)
+    assert torch.equal(xa.grad, xb.grad)  # type: ignore[arg-type]
+    assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
+    assert layer.last_winners >= 0  # the sampled path ran
+
+
 def test_eval_no_grad_and_frozen_weight_are_plain() -> None:
     torch.manual_seed(8)
     layer = WTACRSLinear(6, 5, cache=True)  # no batch context needed on these paths
