@@ -306,6 +306,49 @@ def test_deepcopy_continues_identically():
     assert max_abs_diff(params, params2) == 0.0
 
 
+@pytest.mark.parametrize("src_foreach", [True, False])
+def test_trsgd_checkpoint_has_one_layout_and_moves_between_paths(src_foreach):
+    # issue 11: a checkpoint from the foreach path (CUDA's default) held momentum_ema and
+    # momentum_ema_scale, the per-tensor path's (CPU's default) momentum_buffer
+    def make(ps, fe):
+        return TRSGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2, inner_steps=4, foreach=fe)
+
+    params = make_params()
+    opt = make(params, src_foreach)
+    run_steps(opt, params, 0, 6)
+    sd = roundtrip(opt.state_dict())
+    assert [sorted(st) for st in sd["state"].values()] == [["anchor", "momentum_buffer"]] * 3
+    fresh = make_params(5)
+    with torch.no_grad():
+        for p, q in zip(fresh, params):
+            p.copy_(q)
+    opt2 = make(fresh, not src_foreach)
+    opt2.load_state_dict(sd)
+    for o in (opt, opt2):  # load_state_dict restores the saved group's foreach: switch both
+        o.param_groups[0]["foreach"] = not src_foreach
+    run_steps(opt, params, 6, 12)
+    run_steps(opt2, fresh, 6, 12)
+    assert max_abs_diff(params, fresh) == 0.0
+
+
+def test_trsgd_reads_checkpoints_of_the_former_foreach_layout():
+    params = make_params()
+    opt = TRSGD(params, lr=0.05, momentum=0.9)
+    run_steps(opt, params, 0, 3)
+    sd = roundtrip(opt.state_dict())
+    scale = 0.1  # the former foreach path stored momentum_ema = (1 - momentum) * b
+    for st in sd["state"].values():
+        st["momentum_ema"] = st.pop("momentum_buffer") * scale
+        st["momentum_ema_scale"] = scale
+    opt2 = TRSGD(make_params(), lr=0.05, momentum=0.9)
+    opt2.load_state_dict(sd)
+    for p, q in zip(params, opt2.param_groups[0]["params"]):
+        assert sorted(opt2.state[q]) == ["anchor", "momentum_buffer"]
+        torch.testing.assert_close(
+            opt2.state[q]["momentum_buffer"], opt.state[p]["momentum_buffer"]
+        )
+
+
 @pytest.mark.parametrize("name", sorted(TR_FACTORIES))
 def test_step_with_closure_returns_loss(name):
     params = make_params()

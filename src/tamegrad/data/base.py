@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tamegrad.optim._validation import check_int
+
 __all__ = [
     "Dataset",
     "DatasetCorruptError",
@@ -23,6 +25,8 @@ __all__ = [
     "channel_stats",
     "default_cache_dir",
     "default_data_dir",
+    "mask_seed",
+    "seeded_generator",
 ]
 
 Kind = Literal["image", "text", "vector"]
@@ -84,6 +88,20 @@ class Dataset:
         )
 
 
+#: seeds are folded into 63 bits, so any Python int (negative, or >= 2**64) seeds a generator
+SEED_MASK = 0x7FFF_FFFF_FFFF_FFFF
+
+
+def mask_seed(seed: int) -> int:
+    """``seed`` folded into a non-negative 63-bit int (``int(seed) & SEED_MASK``)."""
+    return int(seed) & SEED_MASK
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`mask_seed` of ``seed``."""
+    return torch.Generator().manual_seed(mask_seed(seed))
+
+
 def default_data_dir() -> Path:
     """Where data sets live: ``$TAMEGRAD_DATA`` if set, else ``~/.cache/tamegrad/data``.
 
@@ -113,8 +131,7 @@ def balanced_subset(y: Tensor, n: int, seed: int) -> Tensor:
     Cannot balance what is not there: raises ``ValueError`` if ``n`` is not positive, exceeds
     ``len(y)``, or asks more samples of a class than it has. Only for 1-D class labels.
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ValueError(f"Invalid subset size n: expected an int, got {n!r}")
+    check_int("subset size n", n)
     if y.ndim != 1:
         raise ValueError(f"balanced_subset needs 1-D class labels, got shape {tuple(y.shape)}")
     if n <= 0:
@@ -125,7 +142,7 @@ def balanced_subset(y: Tensor, n: int, seed: int) -> Tensor:
     classes = torch.unique(labels)
     k = classes.numel()
     base, extra = divmod(n, k)
-    g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    g = seeded_generator(seed)
     picked: list[Tensor] = []
     for i, c in enumerate(classes.tolist()):
         want = base + (1 if i < extra else 0)

@@ -27,7 +27,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from tamegrad.optim._validation import check_int
+
 from .augment import Augment
+from .base import mask_seed
 
 __all__ = ["Batch", "BatchLoader", "derive_seed"]
 
@@ -52,13 +55,7 @@ def derive_seed(*values: int) -> int:
     h = 0x243F6A8885A308D3
     for v in values:
         h = _splitmix64(h ^ (int(v) & _MASK64))
-    return h & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {low})")
-    return value
+    return mask_seed(h)
 
 
 class Batch(NamedTuple):
@@ -99,9 +96,9 @@ class BatchLoader:
     ) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.world_size = check_int("world_size", world_size, minimum=1)
+        self.rank = check_int("rank", rank, minimum=0)
         if rank >= world_size:
             raise ValueError(f"Invalid rank: {rank} (must be < world_size={world_size})")
         if (mean is None) != (std is None):
@@ -168,9 +165,8 @@ class BatchLoader:
         Raises ``ValueError`` (at call time) when ``start_batch`` is negative or beyond
         ``len(self)``; ``start_batch == len(self)`` yields nothing.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise ValueError(f"Invalid epoch: {epoch!r} (must be an int)")
-        _check_int("start_batch", start_batch, 0)
+        check_int("epoch", epoch)
+        check_int("start_batch", start_batch, minimum=0)
         if start_batch > self._num_batches:
             raise ValueError(
                 f"Invalid start_batch: {start_batch} (this loader has {self._num_batches} "

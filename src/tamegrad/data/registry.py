@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
-from .base import Dataset, balanced_subset
+from tamegrad.optim._validation import check_int
+
+from .base import Dataset, balanced_subset, seeded_generator
 from .cifar import cifar10, cifar100
 from .cifar_jpeg import cifar10_jpeg
 from .digits import digits
@@ -85,9 +87,8 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
     if ds.train_y.ndim == 1:
         idx = balanced_subset(ds.train_y, n, seed)
     else:  # text: targets are sequences, so draw a plain seeded random subset
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= ds.train_y.shape[0]:
-            raise ValueError(f"Invalid train_subset={n!r}: need an int in 1..{ds.train_y.shape[0]}")
-        g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        check_int("train_subset", n, minimum=1, maximum=ds.train_y.shape[0])
+        g = seeded_generator(seed)
         idx = torch.sort(torch.randperm(ds.train_y.shape[0], generator=g)[:n]).values
     return replace(ds, train_x=ds.train_x[idx], train_y=ds.train_y[idx])
 

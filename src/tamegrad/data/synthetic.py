@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Dataset, channel_stats
+from tamegrad.optim._validation import check_int
+
+from .base import Dataset, channel_stats, seeded_generator
 
 __all__ = ["synthetic"]
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {low})")
-    return value
 
 
 def synthetic(
@@ -39,14 +35,14 @@ def synthetic(
     training seed does not change the data). With ``as_vectors=True`` the same data comes as
     kind ``"vector"``: float32 ``(N, channels * image_size**2)`` in [0, 1], no mean/std.
     """
-    _check_int("n_train", n_train, 1)
-    _check_int("n_test", n_test, 1)
-    _check_int("num_classes", num_classes, 2)
-    _check_int("image_size", image_size, 1)
-    _check_int("channels", channels, 1)
+    check_int("n_train", n_train, minimum=1)
+    check_int("n_test", n_test, minimum=1)
+    check_int("num_classes", num_classes, minimum=2)
+    check_int("image_size", image_size, minimum=1)
+    check_int("channels", channels, minimum=1)
     if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not noise >= 0:
         raise ValueError(f"Invalid noise: {noise!r} (must be a number >= 0)")
-    g = torch.Generator().manual_seed(int(data_seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    g = seeded_generator(data_seed)
     shape = (channels, image_size, image_size)
     prototypes = torch.rand((num_classes, *shape), generator=g)
 

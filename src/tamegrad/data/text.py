@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tamegrad.optim._validation import check_int
+
 from . import download as _dl
 from .base import Dataset, DatasetCorruptError, default_data_dir
 
@@ -74,8 +76,7 @@ def tinyshakespeare(
     Raises :class:`DatasetNotFoundError` with the exact path and URL when the file is missing
     and cannot be downloaded.
     """
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"Invalid seq_len: {seq_len!r} (must be an int >= 1)")
+    check_int("seq_len", seq_len, minimum=1)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     resource = _dl.TINYSHAKESPEARE_RESOURCE
     path = _dl.ensure_file(

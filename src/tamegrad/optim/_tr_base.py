@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from . import trajectory as tr
+from ._common import closure_loss
 from ._validation import check_no_sparse, check_nonnegative, validated_group
 
 
@@ -77,10 +78,7 @@ class TROptimizer(Optimizer):
         Args:
             closure: optional callable that re-evaluates the model and returns the loss.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             tr.check_lr_is_float(type(self).__name__, group)
             params = [p for p in group["params"] if p.grad is not None]

@@ -67,12 +67,32 @@ def check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
         raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
 
 
-def check_int_at_least(name: str, value: object, minimum: int) -> int:
+def check_int(
+    name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """``value`` is a Python int (not a bool, not a float such as ``2.0``) within the bounds.
+
+    The one integer check of the project (optimizers, data, engine): use it rather than a
+    local copy.
+    """
+    if minimum is not None and maximum is not None:
+        bound = f" in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        bound = f" >= {minimum}"
+    elif maximum is not None:
+        bound = f" <= {maximum}"
+    else:
+        bound = ""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {minimum})")
-    if value < minimum:
-        raise ValueError(f"Invalid {name}: {value} (must be an integer >= {minimum})")
+        raise ValueError(f"Invalid {name}: {value!r} (expected an integer{bound})")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"Invalid {name}: {value} (must be an integer{bound})")
     return value
+
+
+def check_int_at_least(name: str, value: object, minimum: int) -> int:
+    """:func:`check_int` with a lower bound only."""
+    return check_int(name, value, minimum=minimum)
 
 
 def check_no_sparse(optimizer_name: str, grads: Iterable[Tensor]) -> None:

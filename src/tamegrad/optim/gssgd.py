@@ -41,6 +41,7 @@ from torch.optim.optimizer import (
     _view_as_real,
 )
 
+from tamegrad.optim._common import closure_loss
 from tamegrad.optim._validation import (
     check_betas,
     check_flag,
@@ -159,10 +160,7 @@ class GeneralizedSignSGD(Optimizer):
         self, closure: Callable[[], float] | None = None
     ) -> float | None:
         """Perform one optimisation step; ``closure`` (re-evaluating the loss) is optional."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
 
         for group in self.param_groups:
             params: list[Tensor] = []

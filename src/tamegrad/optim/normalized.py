@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, _default_to_fused_or_foreach
 
+from tamegrad.optim._common import closure_loss, foreach_heavy_ball, heavy_ball
 from tamegrad.optim._validation import (
     check_flag,
     check_no_sparse,
@@ -84,13 +85,9 @@ def _directions(
             if weight_decay != 0:
                 g = g.add(p, alpha=weight_decay)
             if momentum != 0:
-                buf = bufs[i]
-                if buf is None:
-                    buf = g.detach().clone()
-                    bufs[i] = buf
-                else:
-                    buf.mul_(momentum).add_(g)
-                g = g.add(buf, alpha=momentum) if nesterov else buf
+                g, bufs[i] = heavy_ball(
+                    g, bufs[i], momentum=momentum, dampening=0.0, nesterov=nesterov
+                )
             dirs.append(g)
         return dirs
 
@@ -122,25 +119,11 @@ def _directions(
                     torch._foreach_add(device_grads, device_params, alpha=weight_decay),
                 )
         if momentum != 0:
-            if all(b is not None for b in device_bufs):
-                dbufs = cast(list[Tensor], device_bufs)
-                torch._foreach_mul_(dbufs, momentum)
-                torch._foreach_add_(dbufs, device_grads)
-            else:
-                dbufs = []
-                for j, b in enumerate(device_bufs):
-                    if b is None:
-                        b = device_grads[j].detach().clone()
-                        bufs[indices[j]] = b
-                    else:
-                        b.mul_(momentum).add_(device_grads[j])
-                    dbufs.append(b)
-            if nesterov:
-                device_grads = cast(
-                    list[Tensor], torch._foreach_add(device_grads, dbufs, alpha=momentum)
-                )
-            else:
-                device_grads = dbufs
+            device_grads = foreach_heavy_ball(
+                device_grads, device_bufs, momentum=momentum, dampening=0.0, nesterov=nesterov
+            )
+            for j, b in zip(indices, device_bufs):
+                bufs[j] = b
         for j, d in zip(indices, device_grads):
             out_dirs[j] = d
     return cast(list[Tensor], out_dirs)
@@ -191,10 +174,7 @@ class _GlobalNormSGD(Optimizer):
         self, closure: Callable[[], float] | None = None
     ) -> float | None:
         """Perform one optimisation step; ``closure`` (re-evaluating the loss) is optional."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._common import foreach_heavy_ball, heavy_ball
 from ._tr_base import TROptimizer
 from ._validation import check_nonnegative, check_unit_interval
 from .trajectory import folded_directions
@@ -42,7 +43,10 @@ class TRSGD(TROptimizer):
 
     The multi-tensor path folds the penalty into the weight-decay term and updates the momentum
     buffer in place, so it rounds differently from the per-tensor reference path (agreement is
-    tested to 1e-6). Tensor learning rates and sparse gradients are not supported.
+    tested to 1e-6). Both paths keep one state layout, torch SGD's ``momentum_buffer`` (plus
+    ``anchor``), so a checkpoint written on one path (CUDA defaults to foreach, CPU to
+    per-tensor) resumes on the other. Tensor learning rates and sparse gradients are not
+    supported.
     """
 
     def __init__(
@@ -105,38 +109,22 @@ class TRSGD(TROptimizer):
             "dampening": dampening,
             "maximize": group["maximize"],
         }
-        if foreach and 0 < momentum < 1 and dampening < 1 and not group["nesterov"]:
-            scale = (1 - momentum) / (1 - dampening)
-            emas = [self._buffer(p, "momentum_ema", scale) for p in params]
-            _multi_tensor_trsgd_ema(params, grads, emas, anchors, scale=scale, **common)
-            for p, ema in zip(params, emas):
-                self.state[p]["momentum_ema"] = ema
-                self.state[p]["momentum_ema_scale"] = scale
-            return
         bufs: list[Tensor | None] = []
         if momentum != 0:
-            bufs = [self._buffer(p, "momentum_buffer", 1.0) for p in params]
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
         trsgd(params, grads, bufs, anchors, nesterov=group["nesterov"], foreach=foreach, **common)
         if momentum != 0:
             for p, buf in zip(params, bufs):
                 self.state[p]["momentum_buffer"] = buf
 
-    def _buffer(self, p: Tensor, key: str, scale: float) -> Tensor | None:
-        """The momentum state of ``p`` in the form ``key``, converting the other form if needed.
-
-        ``momentum_buffer`` is torch's SGD buffer ``b``; ``momentum_ema`` is ``scale * b`` (see
-        :func:`_multi_tensor_trsgd_ema`), stored with the ``scale`` it was made with, so a change
-        of momentum (e.g. by a scheduler) or of ``foreach`` keeps torch's semantics.
-        """
-        st = self.state[p]
-        held = st.get("momentum_ema_scale", 1.0) if "momentum_ema" in st else 1.0
-        buf = st.pop("momentum_ema", None)
-        st.pop("momentum_ema_scale", None)
-        if buf is None:
-            buf = st.pop("momentum_buffer", None)
-        if buf is not None and held != scale:
-            buf.mul_(scale / held)
-        return buf
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``; also reads checkpoints written before the foreach path
+        kept torch's layout (``momentum_ema = scale * b`` with its ``momentum_ema_scale``)."""
+        super().load_state_dict(state_dict)
+        for st in self.state.values():
+            if "momentum_ema" in st:
+                scale = st.pop("momentum_ema_scale", 1.0)
+                st["momentum_buffer"] = st.pop("momentum_ema").mul_(1.0 / scale)
 
 
 def trsgd(
@@ -198,13 +186,9 @@ def _single_tensor_trsgd(
         if weight_decay != 0:
             d = d.add(param, alpha=weight_decay)
         if momentum != 0:
-            buf = momentum_buffers[i]
-            if buf is None:
-                buf = d.detach().clone()
-                momentum_buffers[i] = buf
-            else:
-                buf.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d.add(buf, alpha=momentum) if nesterov else buf
+            d, momentum_buffers[i] = heavy_ball(
+                d, momentum_buffers[i], momentum=momentum, dampening=dampening, nesterov=nesterov
+            )
         param.add_(d, alpha=-lr)
 
 
@@ -254,73 +238,9 @@ def _multi_tensor_trsgd(
         # General path: materialise d = sign * g + (wd + coef) * w - coef * anchor.
         d = folded_directions(dev_params, dev_grads, dev_anchors, coef, weight_decay, maximize)
         if momentum != 0:
-            old = [(j, b) for j, b in enumerate(dev_bufs) if b is not None]
-            if old:
-                old_bufs = [b for _, b in old]
-                torch._foreach_mul_(old_bufs, momentum)
-                torch._foreach_add_(old_bufs, [d[j] for j, _ in old], alpha=1 - dampening)
-            for j, b in enumerate(dev_bufs):
-                if b is None:
-                    new = d[j].detach().clone()
-                    dev_bufs[j] = new
-                    momentum_buffers[indices[j]] = new
-            full_bufs: list[Tensor] = dev_bufs  # type: ignore[assignment]
-            d = list(torch._foreach_add(d, full_bufs, alpha=momentum)) if nesterov else full_bufs
+            d = foreach_heavy_ball(
+                d, dev_bufs, momentum=momentum, dampening=dampening, nesterov=nesterov
+            )
+            for j, b in zip(indices, dev_bufs):
+                momentum_buffers[j] = b
         torch._foreach_add_(dev_params, d, alpha=-lr)
-
-
-def _multi_tensor_trsgd_ema(
-    params: list[Tensor],
-    grads: list[Tensor],
-    emas: list[Tensor | None],
-    anchors: list[Tensor],
-    *,
-    scale: float,
-    lr: float,
-    coef: float,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
-    maximize: bool,
-) -> None:
-    """Heavy-ball momentum with the buffer kept as ``e = scale * b``, ``scale = (1-mu)/(1-damp)``.
-
-    torch's ``b' = mu b + (1-damp) d`` becomes ``e' = lerp(e, d, 1-mu)`` and ``w -= lr/scale e``:
-    the decay of the buffer and the gradient fold into one pass, so TR's anchor read is the only
-    pass it adds to SGD's. Same trajectory as :func:`_single_tensor_trsgd` up to rounding.
-    New buffers are written into ``emas`` in place of ``None``.
-    """
-    del dampening  # folded into ``scale``
-    lists: list[list[Any]] = [params, grads, emas]
-    if coef != 0.0:
-        lists.append(anchors)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
-    c_param = weight_decay + coef
-    w = 1.0 - momentum
-    for tensors, indices in grouped.values():
-        dev_params: list[Tensor] = tensors[0]  # type: ignore[assignment]
-        dev_grads: list[Tensor] = tensors[1]  # type: ignore[assignment]
-        dev_emas: list[Tensor | None] = tensors[2]
-        dev_anchors: list[Tensor] = tensors[3] if coef != 0.0 else []  # type: ignore[assignment]
-        if any(e is None for e in dev_emas):
-            # first step: torch sets b = d (no dampening), so e = scale * d
-            d = folded_directions(dev_params, dev_grads, dev_anchors, coef, weight_decay, maximize)
-            for j, e in enumerate(dev_emas):
-                if e is None:
-                    new = torch.mul(d[j], scale)
-                    dev_emas[j] = new
-                    emas[indices[j]] = new
-                else:
-                    e.lerp_(d[j], w)
-        else:
-            ready: list[Tensor] = dev_emas  # type: ignore[assignment]
-            if maximize:
-                torch._foreach_mul_(ready, momentum)
-                torch._foreach_add_(ready, dev_grads, alpha=-w)
-            else:
-                torch._foreach_lerp_(ready, dev_grads, w)
-            if c_param != 0.0:
-                torch._foreach_add_(ready, dev_params, alpha=w * c_param)
-            if coef != 0.0:
-                torch._foreach_add_(ready, dev_anchors, alpha=-w * coef)
-        torch._foreach_add_(dev_params, dev_emas, alpha=-lr / scale)  # type: ignore[arg-type]

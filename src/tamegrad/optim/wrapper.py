@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import trajectory as tr
+from ._common import closure_loss
 from ._validation import (
     check_int_at_least,
     check_nonnegative,
@@ -164,10 +165,7 @@ class TrajectoryRegularized(WrappedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         rebound: list[tuple[Tensor, Tensor]] = []
         lrs: list[Any] = []
         try:
@@ -228,10 +226,7 @@ class Lookahead(WrappedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "slow" not in self.state.get(p, ()):
