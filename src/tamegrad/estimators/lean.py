@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ __all__ = ["LeanAvgPool2d", "MaskReLU", "pack_bits", "unpack_bits"]
 # b_i lands on bit 56 + i and no two partial products share a bit (so nothing carries).
 _GATHER = 0x0102040810204080
 _LITTLE = sys.byteorder == "little"
+_L = TypeVar("_L", bound="_LeanMixin")
 
 
 def pack_bits(mask: Tensor) -> Tensor:
@@ -79,18 +80,27 @@ class _MaskReLUFn(torch.autograd.Function):
         return torch.where(keep, grad, grad.new_zeros(())), None
 
 
-class MaskReLU(EstimatorLayer, nn.ReLU):
-    """``nn.ReLU`` that keeps a 1-bit mask for backward instead of its output (exact)."""
-
-    plain_type = nn.ReLU
+class _LeanMixin(EstimatorLayer):
     estimator_method = "lean"
 
     @classmethod
-    def from_plain(cls, layer: nn.ReLU, **_: Any) -> MaskReLU:
+    def from_plain(cls: type[_L], layer: nn.Module, **_: Any) -> _L:
+        """The lean layer sharing ``layer``'s state and hooks (options of the method that
+        converts alongside, e.g. ``keep_frac``, are ignored)."""
         return cls._adopt(layer)
 
+    @staticmethod
+    def _lean_active(input: Tensor) -> bool:
+        return torch.is_grad_enabled() and input.requires_grad
+
+
+class MaskReLU(_LeanMixin, nn.ReLU):
+    """``nn.ReLU`` that keeps a 1-bit mask for backward instead of its output (exact)."""
+
+    plain_type = nn.ReLU
+
     def forward(self, input: Tensor) -> Tensor:
-        if not (torch.is_grad_enabled() and input.requires_grad):
+        if not self._lean_active(input):
             return super().forward(input)
         return _MaskReLUFn.apply(input, self.inplace)
 
@@ -119,18 +129,13 @@ def _pair(v: Any) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
 
 
-class LeanAvgPool2d(EstimatorLayer, nn.AvgPool2d):
+class LeanAvgPool2d(_LeanMixin, nn.AvgPool2d):
     """``nn.AvgPool2d`` that saves only its input's shape for backward (exact)."""
 
     plain_type = nn.AvgPool2d
-    estimator_method = "lean"
-
-    @classmethod
-    def from_plain(cls, layer: nn.AvgPool2d, **_: Any) -> LeanAvgPool2d:
-        return cls._adopt(layer)
 
     def forward(self, input: Tensor) -> Tensor:
-        if not (torch.is_grad_enabled() and input.requires_grad):
+        if not self._lean_active(input):
             return super().forward(input)
         stride = self.stride if self.stride else self.kernel_size  # None/() -> kernel_size
         args = (

@@ -40,7 +40,7 @@ supported); ``padding="same"`` with an even total padding per dimension only.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 VARIANTS = ("different", "same", "projection")
+_R = TypeVar("_R", bound="_RADMixin")
 
 
 def check_keep_frac(value: object) -> float:
@@ -234,6 +235,22 @@ class _RADMixin(EstimatorLayer):
         self.keep_frac = check_keep_frac(keep_frac)
         self.variant = check_variant(variant)
 
+    def _check_layer(self) -> None:
+        """Layer-specific checks of an adopted plain layer (``ValueError`` if unsupported)."""
+
+    @classmethod
+    def from_plain(
+        cls: type[_R], layer: nn.Module, *, keep_frac: float = 0.1, variant: str = "different"
+    ) -> _R:
+        """A RAD layer sharing ``layer``'s parameters, buffers and hooks (options are
+        validated before anything is built)."""
+        keep = check_keep_frac(keep_frac)
+        var = check_variant(variant)
+        new = cls._adopt(layer)
+        new._set_options(keep, var)
+        new._check_layer()
+        return new
+
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
         return f"{base}, keep_frac={self.keep_frac}, variant={self.variant!r}"
@@ -263,17 +280,6 @@ class RADLinear(_RADMixin, nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._set_options(keep_frac, variant)
 
-    @classmethod
-    def from_plain(
-        cls, layer: nn.Linear, *, keep_frac: float = 0.1, variant: str = "different"
-    ) -> RADLinear:
-        """A ``RADLinear`` sharing ``layer``'s parameters, buffers and hooks."""
-        keep = check_keep_frac(keep_frac)
-        var = check_variant(variant)
-        new = cls._adopt(layer)
-        new._set_options(keep, var)
-        return new
-
     def forward(self, input: Tensor) -> Tensor:
         if not self._rad_active(self.weight):
             return super().forward(input)
@@ -297,19 +303,10 @@ class RADConv2d(_RADMixin, nn.Conv2d):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._set_options(keep_frac, variant)
-        self._numeric_padding()
+        self._check_layer()
 
-    @classmethod
-    def from_plain(
-        cls, layer: nn.Conv2d, *, keep_frac: float = 0.1, variant: str = "different"
-    ) -> RADConv2d:
-        """A ``RADConv2d`` sharing ``layer``'s parameters, buffers and hooks."""
-        keep = check_keep_frac(keep_frac)
-        var = check_variant(variant)
-        new = cls._adopt(layer)
-        new._set_options(keep, var)
-        new._numeric_padding()
-        return new
+    def _check_layer(self) -> None:
+        self._numeric_padding()
 
     def _numeric_padding(self) -> tuple[int, int]:
         """The symmetric padding that the backward's ``convolution_backward`` call needs."""
