@@ -292,3 +292,23 @@ def test_killed_worker_is_resumed(tmp_path: Path, capfd: pytest.CaptureFixture[s
     epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs == list(range(1, 41))
     assert not claim.exists()
+
+
+def test_every_trainconfig_field_is_a_train_option() -> None:
+    """The train options are derived from TrainConfig (a new field needs no CLI change)."""
+    import dataclasses
+
+    from tamegrad.cli import build_parser
+    from tamegrad.cli.options import config_options, given_fields
+    from tamegrad.train.config import TrainConfig
+
+    options = config_options()
+    assert [o.field for o in options] == [f.name for f in dataclasses.fields(TrainConfig)]
+    parser = build_parser()
+    for opt in options:
+        value = {"dict": ["k=1"], "bool": [], "list": ["1"]}.get(
+            opt.kind, [str(opt.choices[0]) if opt.choices else "1"])
+        args = parser.parse_args(["train", opt.flag, *value])
+        assert opt.field in given_fields(args), opt.flag
+    schedule = next(o for o in options if o.field == "schedule")
+    assert set(schedule.choices or ()) == {"constant", "step", "cosine"}
