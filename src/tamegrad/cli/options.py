@@ -61,11 +61,13 @@ def _strip_optional(tp: Any) -> Any:
 
 
 def _docstring_help() -> dict[str, str]:
-    """``field -> text`` from the ``TrainConfig`` docstring's "``name`` (text)" entries."""
+    """``field -> text`` from the ``TrainConfig`` docstring's "``name`` (text)" entries (also
+    "``a`` / ``b`` (text)", which documents both)."""
     doc = " ".join((TrainConfig.__doc__ or "").split())
     found: dict[str, str] = {}
-    for m in re.finditer(r"``(\w+)`` \(((?:[^()]|\([^()]*\))*)\)", doc):
-        found.setdefault(m.group(1), m.group(2).replace("``", ""))
+    for m in re.finditer(r"((?:``\w+`` / )*)``(\w+)`` \(((?:[^()]|\([^()]*\))*)\)", doc):
+        for name in [*re.findall(r"``(\w+)``", m.group(1)), m.group(2)]:
+            found.setdefault(name, m.group(3).replace("``", ""))
     return found
 
 
