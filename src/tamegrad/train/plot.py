@@ -134,11 +134,22 @@ def discover_runs(paths: Iterable[Path | str]) -> dict[str, list[Path]]:
     return found
 
 
+#: x axes of :func:`plot_runs`: metrics-row key -> axis label.
+X_AXES = {"epoch": "epoch", "step": "optimizer step",
+          "wall_time": "wall-clock seconds (training + evaluation)"}
+
+
 def _series(
-    runs: Sequence[list[dict[str, Any]]], key: str, scale: float
+    runs: Sequence[list[dict[str, Any]]], key: str, scale: float, x: str = "epoch"
 ) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Epochs, mean, min, max of ``key`` over runs (each epoch over the runs that have it)."""
+    """x, mean, min, max of ``key`` over runs (each epoch over the runs that have it).
+
+    Points are grouped by epoch; the x of a point is the mean over those runs of the rows'
+    ``x`` field (for ``wall_time``, seeds reach an epoch at different seconds: the curve puts
+    the mean metric at the mean time, the band spans the metric only).
+    """
     by_epoch: dict[float, list[float]] = {}
+    x_of: dict[float, list[float]] = {}
     for records in runs:
         for i, rec in enumerate(records):
             value = rec.get(key)
@@ -146,13 +157,18 @@ def _series(
                 continue
             if not math.isfinite(float(value)):
                 continue
-            epoch = rec.get("epoch", i + 1)
-            by_epoch.setdefault(float(epoch), []).append(float(value) * scale)
+            epoch = float(rec.get("epoch", i + 1))
+            xv = epoch if x == "epoch" else rec.get(x)
+            if not isinstance(xv, (int, float)) or not math.isfinite(float(xv)):
+                continue
+            by_epoch.setdefault(epoch, []).append(float(value) * scale)
+            x_of.setdefault(epoch, []).append(float(xv))
     epochs = sorted(by_epoch)
+    xs = [sum(x_of[e]) / len(x_of[e]) for e in epochs]
     mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
     lo = [min(by_epoch[e]) for e in epochs]
     hi = [max(by_epoch[e]) for e in epochs]
-    return epochs, mean, lo, hi
+    return xs, mean, lo, hi
 
 
 def _has(groups: Sequence[_Group], key: str) -> bool:
@@ -190,14 +206,21 @@ def plot_runs(
     title: str | None = None,
     *,
     band: str = "minmax",
+    x: str = "epoch",
+    reference: dict[str, float] | None = None,
 ) -> Path:
     """Draw the 2x2 training-curve figure for ``runs`` into ``out_png``; return its path.
 
     ``runs`` is a grid folder, a run folder, or a list of either; runs of one label from
     different experiments are drawn apart (:func:`split_experiments`). ``band`` is ``"minmax"``
-    (shaded min-max over seeds) or ``"std"`` (mean ± sample std). Raises ``FileNotFoundError``
-    when no run with metrics is found.
+    (shaded min-max over seeds) or ``"std"`` (mean ± sample std). ``x`` is the metrics field
+    on the x axis (:data:`X_AXES`: ``"epoch"``, ``"step"`` or ``"wall_time"``); ``reference``
+    maps a metric key (e.g. ``"test_acc"``, as a fraction like the rows) to a value drawn as a
+    dashed line on the panel of that key (a target). Raises ``FileNotFoundError`` when no run
+    with metrics is found, ``ValueError`` for an unknown ``x``.
     """
+    if x not in X_AXES:
+        raise ValueError(f"x={x!r} (must be one of {', '.join(X_AXES)})")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,17 +258,21 @@ def plot_runs(
             continue
         key, ylabel, scale = spec
         for gi, group in enumerate(groups):
-            epochs, mean, lo, hi = _series(group.runs, key, scale)
-            if not epochs:
+            xs, mean, lo, hi = _series(group.runs, key, scale, x)
+            if not xs:
                 continue
             color = cmap(gi % 10)
             n = len(group.runs)
-            ax.plot(epochs, mean, color=color, lw=1.6, marker="o" if len(epochs) < 4 else None,
+            ax.plot(xs, mean, color=color, lw=1.6, marker="o" if len(xs) < 4 else None,
                     ms=3, label=f"{group.label} (n={n})")
             if n > 1:
                 if band == "std":
-                    lo, hi = _std_band(group.runs, key, scale, epochs, mean)
-                ax.fill_between(epochs, lo, hi, color=color, alpha=0.18, lw=0)
+                    kept = _with_x(group.runs, x)  # the rows behind xs, grouped by epoch
+                    lo, hi = _std_band(kept, key, scale, _series(kept, key, scale)[0], mean)
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+        if reference and key in reference:
+            ax.axhline(reference[key] * scale, color="black", ls="--", lw=1.0,
+                       label=f"target {reference[key] * scale:g}")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         if what == "loss" and _positive(groups, key):
@@ -253,8 +280,9 @@ def plot_runs(
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes[1]:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(X_AXES[x])
+        if x != "wall_time":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = [], []
     for ax in axes.flat:
         h, lab = ax.get_legend_handles_labels()
@@ -291,6 +319,14 @@ def _positive(groups: Sequence[_Group], key: str) -> bool:
     vals = [rec.get(key) for g in groups for run in g.runs for rec in run]
     nums = [float(v) for v in vals if isinstance(v, (int, float))]
     return bool(nums) and min(nums) > 0 and max(nums) / min(nums) > 20
+
+
+def _with_x(runs: Sequence[list[dict[str, Any]]], x: str) -> list[list[dict[str, Any]]]:
+    """The rows of each run that have a finite ``x`` value (all rows for ``"epoch"``)."""
+    if x == "epoch":
+        return [list(r) for r in runs]
+    return [[rec for rec in records if isinstance(rec.get(x), (int, float))
+             and math.isfinite(float(rec[x]))] for records in runs]
 
 
 def _std_band(
