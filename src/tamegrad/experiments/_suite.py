@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from tamegrad.train.config import TrainConfig
@@ -46,6 +47,9 @@ class Suite:
     base: Callable[[], TrainConfig]
     entries: Callable[[], list[GridEntry]]
     profiles: dict[str, ProfileSpec] = field(default_factory=dict)
+    #: ``report(out_dir, profile) -> markdown``: the suite's own tables (and figures), appended
+    #: to ``results.md`` by :func:`~tamegrad.experiments.runner.write_suite_outputs`.
+    report: Callable[[Path, str], str] | None = None
 
     def run(self, profile: str) -> SuiteRun:
         """The grid of ``profile`` (fresh objects on every call: nothing is shared)."""

@@ -145,7 +145,8 @@ def extend_sweeps(
 def write_suite_outputs(name: str, profile: str, out_dir: Path | str) -> str:
     """Write the folder's ``results.md``/``.json`` and figures; return the results table.
 
-    Figures: ``curves.png`` (every entry), and for learning-rate sweeps ``best.md``,
+    A suite's ``report`` adds its own tables to ``results.md`` (and figures). Figures:
+    ``curves.png`` (every entry), and for learning-rate sweeps ``best.md``,
     ``best_curves_b<batch>.png`` and ``sweep.png`` (:mod:`tamegrad.train.sweep`). No figure
     while no run has finished.
     """
@@ -155,6 +156,13 @@ def write_suite_outputs(name: str, profile: str, out_dir: Path | str) -> str:
 
     out = Path(out_dir)
     table = write_results(out)
+    report = get_suite(name).report
+    if report is not None:  # the suite's own tables, after the generic one
+        extra = report(out, profile).strip()
+        if extra:
+            text = (out / "results.md").read_text().rstrip("\n") + "\n\n" + extra + "\n"
+            atomic_write_text(out / "results.md", text)
+            table = table.rstrip("\n") + "\n\n" + extra + "\n"
     title = f"{name} ({profile})"
     with contextlib.suppress(FileNotFoundError):  # nothing finished yet
         plot_runs(out, out / "curves.png", title=title)

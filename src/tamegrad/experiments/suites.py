@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ._suite import Suite, SuiteRun
 from .gssgd import GSSGD_CIFAR10, GSSGD_SHAKESPEARE
+from .prioritized import PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR
 from .tr import TR_CIFAR10, TR_CIFAR10_SEARCH
 
 SUITES: dict[str, Suite] = {
-    s.name: s for s in (TR_CIFAR10, TR_CIFAR10_SEARCH, GSSGD_CIFAR10, GSSGD_SHAKESPEARE)
+    s.name: s for s in (TR_CIFAR10, TR_CIFAR10_SEARCH, GSSGD_CIFAR10, GSSGD_SHAKESPEARE,
+                        PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR)
 }
 
 
