@@ -243,8 +243,9 @@ def test_deterministic_quadratic_needs_at_most_half_the_steps_of_tuned_heavy_bal
     ours = _steps_to(
         lambda p: MLBFGS(p, lr=1.0, momentum=0.0, avg_decay=0.0, update_period=1), a, xs
     )
+    print(f"\nsteps to 1e-6: mL-BFGS {ours}, tuned heavy-ball {sgd}")  # pytest -s: 34, 99
     assert sgd < 400
-    assert ours <= 0.5 * sgd, (ours, sgd)  # measured: 34 vs 98
+    assert ours <= 0.5 * sgd, (ours, sgd)
 
 
 def _noisy_run(make: Callable, a, xs, seed: int, steps: int = 500, noise: float = 1.0):
@@ -271,6 +272,7 @@ def test_noisy_quadratic_does_not_diverge_and_ends_below_naive_stochastic_lbfgs(
                         for s in seeds)
         for lr in (1.0, 0.3, 0.1)
     )
+    print(f"\nfinal loss: mL-BFGS {ours_end:.3f}, naive L-BFGS at its best lr {naive_end:.3f}")
     # measured (3 seeds, 500 steps): ours 0.52, naive's best 1.37 (lr 0.3; lr 1: 30): ratio 0.38
     assert ours_end < 0.6 * naive_end, (ours_end, naive_end)
 

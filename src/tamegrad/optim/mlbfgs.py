@@ -53,6 +53,7 @@ from torch.optim.optimizer import Optimizer, ParamsT
 
 from tamegrad.distributed import DistContext
 from tamegrad.optim import _mlbfgs_state as _st
+from tamegrad.optim._common import closure_loss, foreach_heavy_ball, heavy_ball
 from tamegrad.optim._lbfgs_blocks import (
     Block,
     assign_blocks,
@@ -250,10 +251,7 @@ class MLBFGS(Optimizer):
         self, closure: Callable[[], float] | None = None
     ) -> float | None:
         """One update; ``closure`` (re-evaluating the loss and gradients) is called once."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         if self._ctx.world_size != len(self._loads):
             raise RuntimeError("MLBFGS was built for a different world size than this process's")
         local = self._block_directions()
@@ -264,9 +262,9 @@ class MLBFGS(Optimizer):
         return loss
 
     def _block_directions(self) -> dict[int, tuple[Tensor, bool, Tensor]]:
-        """``{block: (direction, finite, |direction|^2)}`` for this rank's active blocks."""
+        """``{block: (direction, finite, |direction|^2 or 0)}`` for this rank's active blocks."""
         rank = self._ctx.rank
-        todo: list[tuple[Block, Tensor, Tensor]] = []
+        todo: list[tuple[Block, Tensor]] = []
         for blk in self._blocks:
             if blk.owner != rank:
                 continue
@@ -275,46 +273,45 @@ class MLBFGS(Optimizer):
                 continue
             check_no_sparse(type(self).__name__, [g for g in grads if g is not None])
             group = self.param_groups[blk.group]
-            g = flat([torch.zeros_like(p) if gr is None else gr
-                      for p, gr in zip(blk.params, grads)])
-            w = flat([p.detach() for p in blk.params])
-            if group["maximize"]:
-                g = -g
-            if group["weight_decay"] != 0:
-                g = g.add(w, alpha=group["weight_decay"])
-            todo.append((blk, g, w))
+            todo.append((blk, _flat_grad(blk.params, grads, group["weight_decay"],
+                                         group["maximize"])))
         if not todo:
             return {}
-        finite = torch.stack([torch.isfinite(g).all() for _, g, _ in todo]).tolist()
+        # g.g is finite iff g is (or |g|^2 overflows, which is treated alike): one cheap pass
+        finite = [math.isfinite(v) for v in torch.stack([torch.dot(g, g) for _, g in todo])
+                  .tolist()]
         out: dict[int, tuple[Tensor, bool, Tensor]] = {}
-        for (blk, g, w), ok in zip(todo, finite):
+        for (blk, g), ok in zip(todo, finite):
             st = self.state[blk.params[0]]
             if not ok:
                 st["nonfinite_skips"] = st.get("nonfinite_skips", 0) + 1
                 out[blk.index] = (g, False, g.new_zeros(()))
                 continue
-            self._update_curvature(blk, st, g, w)
+            self._update_curvature(blk, st, g)
             d = lbfgs_direction(g, st)
-            out[blk.index] = (d, True, torch.dot(d, d))
+            sq = torch.dot(d, d) if self.param_groups[blk.group]["normalize"] else d.new_zeros(())
+            out[blk.index] = (d, True, sq)
         return out
 
-    def _update_curvature(self, blk: Block, st: dict[str, Any], g: Tensor, w: Tensor) -> None:
+    def _update_curvature(self, blk: Block, st: dict[str, Any], g: Tensor) -> None:
         group = self.param_groups[blk.group]
         m, period, beta = group["history_size"], group["update_period"], group["avg_decay"]
+        params = [p.detach() for p in blk.params]
         if "block_step" not in st:
-            st.update(block_step=0, avg_param=w.clone(), avg_grad=g.clone())
-            st.update(new_history(m, blk.numel, w))
+            st.update(block_step=0, avg_param=flat(params).clone(), avg_grad=g.clone())
+            st.update(new_history(m, blk.numel, params[0]))
             st.update(pairs_accepted=0, pairs_rejected=0)
             st.setdefault("nonfinite_skips", 0)
         else:
             if st["hist"].shape[0] != m:
                 raise ValueError(f"Invalid history_size: {m} (block {blk.index} already holds "
                                  f"{st['hist'].shape[0]} slots; it cannot change mid-run)")
+            avg_views = _split(st["avg_param"], params)  # no flat copy of the weights
             if beta == 0.0:
-                st["avg_param"].copy_(w)
+                torch._foreach_copy_(avg_views, params)
                 st["avg_grad"].copy_(g)
             else:
-                st["avg_param"].lerp_(w, 1.0 - beta)
+                torch._foreach_lerp_(avg_views, params, 1.0 - beta)
                 st["avg_grad"].lerp_(g, 1.0 - beta)
         st["block_step"] += 1
         if st["block_step"] % period != 0:
@@ -393,6 +390,30 @@ class MLBFGS(Optimizer):
             _st.restore_layout(self, layout)
 
 
+def _flat_grad(
+    params: list[Tensor], grads: list[Tensor | None], weight_decay: float, maximize: bool
+) -> Tensor:
+    """The block's ``(+-)grad + weight_decay * w`` as one flat tensor, written in one pass
+    (missing grads count as 0); the gradient itself (a view) when there is nothing to add."""
+    if len(params) == 1 and grads[0] is not None and weight_decay == 0 and not maximize:
+        return grads[0].reshape(-1)
+    out = params[0].new_empty(sum(p.numel() for p in params))
+    for p, gr, v in zip(params, grads, _split(out, params)):
+        if gr is None:
+            v.zero_()
+        elif maximize:
+            v.copy_(gr).neg_()
+        elif weight_decay != 0:
+            torch.add(gr, p.detach(), alpha=weight_decay, out=v)
+            continue
+        else:
+            v.copy_(gr)
+            continue
+        if weight_decay != 0:
+            v.add_(p.detach(), alpha=weight_decay)
+    return out
+
+
 def _split(d: Tensor, params: list[Tensor]) -> list[Tensor]:
     out, off = [], 0
     for p in params:
@@ -410,22 +431,16 @@ def _heavy_ball(
     if not params:
         return
     if momentum != 0.0:
-        old_bufs, old_dirs = [], []
-        for p, d in zip(params, dirs):
-            st = state[p]
-            if st.get("momentum_buffer") is None:
-                st["momentum_buffer"] = torch.clone(d).detach()
-            else:
-                old_bufs.append(st["momentum_buffer"])
-                old_dirs.append(d)
-        if old_bufs:
-            if foreach:
-                torch._foreach_mul_(old_bufs, momentum)
-                torch._foreach_add_(old_bufs, old_dirs, alpha=1.0)
-            else:
-                for b, d in zip(old_bufs, old_dirs):
-                    b.mul_(momentum).add_(d, alpha=1.0)
-        dirs = [state[p]["momentum_buffer"] for p in params]
+        bufs = [state[p].get("momentum_buffer") for p in params]
+        if foreach:
+            dirs = foreach_heavy_ball(dirs, bufs, momentum=momentum, dampening=0.0,
+                                      nesterov=False)
+        else:
+            for j, d in enumerate(dirs):
+                dirs[j], bufs[j] = heavy_ball(d, bufs[j], momentum=momentum, dampening=0.0,
+                                              nesterov=False)
+        for p, buf in zip(params, bufs):
+            state[p]["momentum_buffer"] = buf
     if foreach:
         torch._foreach_add_(params, dirs, alpha=-lr)
     else:
