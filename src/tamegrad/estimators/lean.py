@@ -4,18 +4,21 @@ RAD (spec ``rad.md``) keeps ReLU masks exact; its memory budget counts only what
 layers store. In PyTorch a plain ``nn.ReLU`` saves its whole float output and ``avg_pool2d``
 saves its whole input (its backward only needs the shape), so once RAD layers stop keeping
 their inputs those two dominate: on the RAD paper's CIFAR CNN, RAD at keep_frac 0.1 alone
-still stores ~0.88x the exact step's bytes. These layers compute exactly the same outputs and
-gradients (bit for bit) while storing less:
+still stores ~0.88x the exact step's bytes. These layers compute the same outputs (bit for
+bit) and gradients (see the limits) while storing less:
 
 * :class:`MaskReLU`: saves the ``x > 0`` mask packed 8 per byte (1/32 of a float32 output);
 * :class:`LeanAvgPool2d`: saves nothing but the input shape (backward needs no values).
 
 They are converted by ``convert(model, "lean")`` (exact training, memory-lean) or together with
 an estimator by ``convert(model, "rad", keep_frac=..., lean=True)``; ``revert`` undoes both.
-Eval / ``no_grad`` run the plain layers. Limits: ``MaskReLU`` with ``inplace=True`` marks its
-input dirty as ``relu_`` does; a NaN input gives a NaN output and a zero gradient (the plain
-ReLU passes the gradient at NaN); ``nn.MaxPool2d`` is not converted (it saves int64 indices:
-use average pooling, as the RAD paper's CNN does); no double backward.
+Eval / ``no_grad`` run the plain layers.
+
+Limits: ``MaskReLU`` with ``inplace=True`` marks its input dirty as ``relu_`` does; its input
+gradient is ``grad * mask``, equal to the plain one for finite output gradients (a zero may
+carry the sign of ``grad``; an infinite ``grad`` at a masked element gives NaN where the plain
+ReLU gives 0; a NaN input gets a zero gradient). ``nn.MaxPool2d`` is not converted (it saves
+int64 indices: use average pooling, as the RAD paper's CNN does). No double backward.
 """
 
 from __future__ import annotations
@@ -55,10 +58,22 @@ def pack_bits(mask: Tensor) -> Tensor:
 
 def unpack_bits(packed: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
     """Inverse of :func:`pack_bits`: the bool tensor of ``shape``."""
+    return _unpack_as(packed, shape, torch.bool)
+
+
+_LUTS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _unpack_as(packed: Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The bits of ``packed`` as 0/1 values of ``dtype`` (one table lookup per byte)."""
+    key = (packed.device, dtype)
+    lut = _LUTS.get(key)
+    if lut is None:
+        byte = torch.arange(256, device=packed.device).unsqueeze(1)
+        bits = torch.arange(8, device=packed.device)
+        lut = _LUTS[key] = ((byte >> bits) & 1).to(dtype)  # (256, 8): row v = bits of v
     n = math.prod(int(s) for s in shape)
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(1) >> shifts).bitwise_and_(1).view(torch.bool)
-    return bits.reshape(-1)[:n].view(shape)
+    return lut.index_select(0, packed.int()).reshape(-1)[:n].view(shape)
 
 
 class _MaskReLUFn(torch.autograd.Function):
@@ -76,8 +91,7 @@ class _MaskReLUFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (packed,) = ctx.saved_tensors
-        keep = unpack_bits(packed, ctx.shape)
-        return torch.where(keep, grad, grad.new_zeros(())), None
+        return grad * _unpack_as(packed, ctx.shape, grad.dtype), None
 
 
 class _LeanMixin(EstimatorLayer):
