@@ -280,3 +280,24 @@ def test_constructor_and_repr() -> None:
     conv = RADConv2d(2, 3, 3, padding=1, keep_frac=0.2)
     assert list(conv.state_dict()) == list(nn.Conv2d(2, 3, 3).state_dict())
     assert type(conv.to_plain()) is nn.Conv2d and conv.to_plain().weight is conv.weight
+
+
+def test_rad_model_fits_a_fixed_batch() -> None:
+    """End to end: the paper's CNN with RAD (+ lean layers) drives the training loss of a fixed
+    batch down (a sign or scale error in the weight gradient would stall or diverge it)."""
+    from tamegrad.estimators import convert
+    from tamegrad.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("rad-cnn", num_classes=4, input_shape=(3, 8, 8), width=4)
+    convert(model, "rad", keep_frac=0.3, lean=True)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
