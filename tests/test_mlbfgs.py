@@ -267,12 +267,14 @@ def test_noisy_quadratic_does_not_diverge_and_ends_below_naive_stochastic_lbfgs(
     ours = [_noisy_run(lambda p: MLBFGS(p, lr=0.002), a, xs, s) for s in seeds]
     assert all(peak <= 1.1 * f0 for _, peak in ours)  # never blows up
     ours_end = statistics.mean(end for end, _ in ours)
-    naive_end = min(  # naive L-BFGS at its best lr of a small grid
-        statistics.mean(_noisy_run(lambda p, lr=lr: naive_stochastic_lbfgs(p, lr=lr), a, xs, s)[0]
-                        for s in seeds)
+    naive = {  # naive L-BFGS on a small lr grid; it is compared at its best lr
+        lr: statistics.mean(
+            _noisy_run(lambda p, lr=lr: naive_stochastic_lbfgs(p, lr=lr), a, xs, s)[0]
+            for s in seeds)
         for lr in (1.0, 0.3, 0.1)
-    )
-    print(f"\nfinal loss: mL-BFGS {ours_end:.3f}, naive L-BFGS at its best lr {naive_end:.3f}")
+    }
+    naive_end = min(naive.values())
+    print(f"\nfinal loss: mL-BFGS {ours_end:.3f}, naive L-BFGS by lr {naive}")
     # measured (3 seeds, 500 steps): ours 0.52, naive's best 1.37 (lr 0.3; lr 1: 30): ratio 0.38
     assert ours_end < 0.6 * naive_end, (ours_end, naive_end)
 

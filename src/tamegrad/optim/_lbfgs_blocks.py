@@ -107,6 +107,38 @@ def flat(tensors: Sequence[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def flat_grad(
+    params: list[Tensor], grads: list[Tensor | None], weight_decay: float, maximize: bool
+) -> Tensor:
+    """The block's ``(+-)grad + weight_decay * w`` as one flat tensor, written in one pass
+    (missing grads count as 0); the gradient itself (a view) when there is nothing to add."""
+    if len(params) == 1 and grads[0] is not None and weight_decay == 0 and not maximize:
+        return grads[0].reshape(-1)
+    out = params[0].new_empty(sum(p.numel() for p in params))
+    for p, gr, v in zip(params, grads, split_flat(out, params)):
+        if gr is None:
+            v.zero_()
+        elif maximize:
+            v.copy_(gr).neg_()
+        elif weight_decay != 0:
+            torch.add(gr, p.detach(), alpha=weight_decay, out=v)
+            continue
+        else:
+            v.copy_(gr)
+            continue
+        if weight_decay != 0:
+            v.add_(p.detach(), alpha=weight_decay)
+    return out
+
+
+def split_flat(d: Tensor, params: list[Tensor]) -> list[Tensor]:
+    out, off = [], 0
+    for p in params:
+        out.append(d[off : off + p.numel()].view_as(p))
+        off += p.numel()
+    return out
+
+
 def damping_factor(
     mu: float, bounds: tuple[float, float] | None, tau_max: float
 ) -> float:

@@ -59,10 +59,12 @@ from tamegrad.optim._lbfgs_blocks import (
     assign_blocks,
     auto_min_block_numel,
     flat,
+    flat_grad,
     lbfgs_direction,
     new_history,
     push_pair,
     split_blocks,
+    split_flat,
 )
 from tamegrad.optim._validation import (
     check_flag,
@@ -273,7 +275,7 @@ class MLBFGS(Optimizer):
                 continue
             check_no_sparse(type(self).__name__, [g for g in grads if g is not None])
             group = self.param_groups[blk.group]
-            todo.append((blk, _flat_grad(blk.params, grads, group["weight_decay"],
+            todo.append((blk, flat_grad(blk.params, grads, group["weight_decay"],
                                          group["maximize"])))
         if not todo:
             return {}
@@ -306,7 +308,7 @@ class MLBFGS(Optimizer):
             if st["hist"].shape[0] != m:
                 raise ValueError(f"Invalid history_size: {m} (block {blk.index} already holds "
                                  f"{st['hist'].shape[0]} slots; it cannot change mid-run)")
-            avg_views = _split(st["avg_param"], params)  # no flat copy of the weights
+            avg_views = split_flat(st["avg_param"], params)  # no flat copy of the weights
             if beta == 0.0:
                 torch._foreach_copy_(avg_views, params)
                 st["avg_grad"].copy_(g)
@@ -352,7 +354,7 @@ class MLBFGS(Optimizer):
                     continue
                 if b not in block_views:
                     full = entry[0] if scale is None else entry[0] * scale
-                    block_views[b] = _split(full, self._blocks[b].params)
+                    block_views[b] = split_flat(full, self._blocks[b].params)
                 d = block_views[b][pos]
             params.append(p)
             dirs.append(d)
@@ -388,38 +390,6 @@ class MLBFGS(Optimizer):
         super().__setstate__(state)
         if layout is not None:
             _st.restore_layout(self, layout)
-
-
-def _flat_grad(
-    params: list[Tensor], grads: list[Tensor | None], weight_decay: float, maximize: bool
-) -> Tensor:
-    """The block's ``(+-)grad + weight_decay * w`` as one flat tensor, written in one pass
-    (missing grads count as 0); the gradient itself (a view) when there is nothing to add."""
-    if len(params) == 1 and grads[0] is not None and weight_decay == 0 and not maximize:
-        return grads[0].reshape(-1)
-    out = params[0].new_empty(sum(p.numel() for p in params))
-    for p, gr, v in zip(params, grads, _split(out, params)):
-        if gr is None:
-            v.zero_()
-        elif maximize:
-            v.copy_(gr).neg_()
-        elif weight_decay != 0:
-            torch.add(gr, p.detach(), alpha=weight_decay, out=v)
-            continue
-        else:
-            v.copy_(gr)
-            continue
-        if weight_decay != 0:
-            v.add_(p.detach(), alpha=weight_decay)
-    return out
-
-
-def _split(d: Tensor, params: list[Tensor]) -> list[Tensor]:
-    out, off = [], 0
-    for p in params:
-        out.append(d[off : off + p.numel()].view_as(p))
-        off += p.numel()
-    return out
 
 
 def _heavy_ball(
