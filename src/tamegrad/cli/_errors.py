@@ -7,12 +7,13 @@ grid is resumable, never recorded as failed).
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
+
+from tamegrad._signals import interrupt_on_signals
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "CLIError",
+           "RunFailed", "die", "input_errors", "interrupt_on_signals"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,40 +38,3 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
     return (FileNotFoundError, FileExistsError, DatasetNotFoundError, DatasetCorruptError,
             CheckpointError, ValueError)
-
-
-def _interrupt_once() -> Callable[[int, FrameType | None], Any]:
-    """A handler raising ``KeyboardInterrupt`` on the first signal and ignoring later ones, so
-    the cleanup it starts (summary "interrupted", claims released) is not cut short."""
-    fired = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if fired:
-            return
-        fired = True
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    return handler
-
-
-@contextmanager
-def interrupt_on_signals(*, sigint: bool = False) -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT when ``sigint``) into one ``KeyboardInterrupt`` in this block.
-
-    Only in the main thread (elsewhere signals cannot be handled); the previous handlers are
-    restored on exit.
-    """
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handler = _interrupt_once()
-    signums = [signal.SIGTERM] + ([signal.SIGINT] if sigint else [])
-    previous = {s: signal.signal(s, handler) for s in signums}
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)

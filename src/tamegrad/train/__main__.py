@@ -2,7 +2,8 @@
 
 A minimal entry point for scripts, subprocess tests and ``torchrun``; the user-facing CLI is
 ``tamegrad`` (``tamegrad.cli``). Exit status: 0 when the run completed, 1 on any error (the
-message goes to stderr), 2 for bad arguments.
+message goes to stderr), 2 for bad arguments, 130 when interrupted (Ctrl-C or SIGTERM: the run
+folder says "interrupted" and ``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .._signals import interrupt_on_signals
 from .config import TrainConfig
 from .trainer import train
 
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.use_deterministic_algorithms(True)
     try:
         config = TrainConfig.from_dict(json.loads(args.config_json.read_text(encoding="utf-8")))
-        summary = train(config, args.run_dir, resume=args.resume, progress=args.progress)
+        with interrupt_on_signals():  # SIGTERM: the run is marked "interrupted", resumable
+            summary = train(config, args.run_dir, resume=args.resume, progress=args.progress)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
     except Exception as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -225,7 +225,7 @@ class _Run:
 
     def _prepare_folder(self) -> None:
         f = self.folder
-        f.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        f.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # and the run folder
         f.remove_stale_temp_files()
         f.write_config(self.config.to_dict())
         # rewritten from the checkpoint: drops epochs finished after it and a torn last line
@@ -438,7 +438,6 @@ def train(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
-    folder = RunFolder(run_dir)
-    folder.path.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)  # created only once the run is set up (a bad input writes nothing)
     return _Run(config, folder, resume, progress, extensions).run()
 
