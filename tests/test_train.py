@@ -631,3 +631,13 @@ def test_resume_restores_the_thread_count_results_depend_on(tmp_path: Path, capl
         assert any(not torch.equal(ref[k], ctl[k]) for k in ref)
     finally:
         torch.set_num_threads(before)
+
+
+def test_bad_input_found_at_setup_writes_no_run_folder(tmp_path: Path) -> None:
+    """A library caller whose run fails while setting up gets no (empty) run folder."""
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="nope"):
+        train(tiny(dataset="nope"), run)
+    with pytest.raises(ValueError):
+        train(tiny(optimizer="sgd", optimizer_kwargs={"not_an_option": 1}), run)
+    assert not run.exists()
