@@ -1,16 +1,22 @@
 """Tiny Shakespeare as a character-level language-modelling data set.
 
 The vocabulary is the sorted set of characters of the whole file; the first 90% of the text is
-the training split, the last 10% the test split. Each split is cut into non-overlapping input
-windows of ``seq_len`` characters: sequence ``i`` is ``chunk = ids[i*T : i*T + T + 1]`` with
-``x = chunk[:-1]`` and ``y = chunk[1:]``, so every character after the first is a target
-exactly once and the final ``< T`` characters of a split are dropped.
+the training split, the last 10% the test split. ``span=(a, b)`` (fractions, ``0 <= a < b <= 1``)
+first keeps only the characters ``[int(a*N), int(b*N))`` of the ``N`` in the file and splits that
+part the same way (its first 90% train, its last 10% test), so ``span=(0, 0.5)`` and
+``span=(0.5, 1)`` are two disjoint corpora with disjoint test splits and the same vocabulary
+(that of the whole file, so a model trained on one part can be fine-tuned on the other).
+Each split is cut into non-overlapping input windows of ``seq_len`` characters: sequence ``i``
+is ``chunk = ids[i*T : i*T + T + 1]`` with ``x = chunk[:-1]`` and ``y = chunk[1:]``,
+so every character after the first is a target exactly once and the final
+``< T`` characters of a split are dropped.
 Limits: characters only (no sub-word tokenisation); a local file is used as-is (only a
 download is checksum-verified), and :func:`encode` rejects characters outside the vocabulary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,17 +72,30 @@ def make_sequences(ids: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def _check_span(span: Sequence[float]) -> tuple[float, float]:
+    ok = isinstance(span, (tuple, list)) and len(span) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in span)
+    if not ok or not 0 <= span[0] < span[1] <= 1:
+        raise ValueError(f"Invalid span: {span!r} (must be two fractions a, b with "
+                         "0 <= a < b <= 1)")
+    return float(span[0]), float(span[1])
+
+
 def tinyshakespeare(
-    data_dir: str | Path | None = None, *, download: bool = True, seq_len: int = 128
+    data_dir: str | Path | None = None, *, download: bool = True, seq_len: int = 128,
+    span: Sequence[float] | None = None,
 ) -> Dataset:
     """Read ``<data_dir>/tinyshakespeare.txt`` (downloaded and sha256-verified when missing).
 
     Returns kind ``"text"``: int64 ``(N, seq_len)`` inputs and next-character targets;
     ``classes`` is the vocabulary (``num_classes`` its size, 65 for the real file).
     Raises :class:`DatasetNotFoundError` with the exact path and URL when the file is missing
-    and cannot be downloaded.
+    and cannot be downloaded. ``span=(a, b)`` selects a part of the corpus (module doc);
+    ``ValueError`` for a bad span or a part too short for one window per split.
     """
     check_int("seq_len", seq_len, minimum=1)
+    part = _check_span(span) if span is not None else None
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     resource = _dl.TINYSHAKESPEARE_RESOURCE
     path = _dl.ensure_file(
@@ -90,7 +109,9 @@ def tinyshakespeare(
         raise DatasetCorruptError(f"{path} holds only {len(text)} characters")
     vocab = sorted(set(text))
     ids = encode(text, vocab)
-    cut = int(len(text) * TRAIN_FRACTION)
+    if part is not None:
+        ids = ids[int(part[0] * len(text)):int(part[1] * len(text))]
+    cut = int(ids.numel() * TRAIN_FRACTION)
     train_x, train_y = make_sequences(ids[:cut], seq_len)
     test_x, test_y = make_sequences(ids[cut:], seq_len)
     return Dataset(

@@ -6,11 +6,13 @@ from ._suite import Suite, SuiteRun
 from .gssgd import GSSGD_CIFAR10, GSSGD_SHAKESPEARE
 from .prioritized import PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR
 from .tr import TR_CIFAR10, TR_CIFAR10_SEARCH
+from .wtacrs import WTACRS_SHAKESPEARE, WTACRS_SHAKESPEARE_PRETRAIN
 
 SUITES: dict[str, Suite] = {
     s.name: s for s in (TR_CIFAR10, TR_CIFAR10_SEARCH, GSSGD_CIFAR10, GSSGD_SHAKESPEARE,
                         PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR)
 }
+SUITES.update({s.name: s for s in (WTACRS_SHAKESPEARE_PRETRAIN, WTACRS_SHAKESPEARE)})
 
 
 def available_suites() -> list[str]:

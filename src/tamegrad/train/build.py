@@ -97,12 +97,16 @@ def build_model(
     config: TrainConfig, ds: Dataset, device: torch.device,
     convert: Callable[[nn.Module], nn.Module] | None = None,
 ) -> nn.Module:
-    """Create the model (seeded by the caller), apply ``convert`` (the layer-conversion seam),
-    then move it to ``device``."""
+    """Create the model (seeded by the caller), load ``config.init_from``'s weights
+    (:mod:`.init_from`), apply ``convert`` (the layer-conversion seam), then move it to
+    ``device``."""
+    from .init_from import load_init_weights
+
     model = create_model(
         config.model, num_classes=ds.num_classes, input_shape=tuple(ds.train_x.shape[1:]),
         width=config.width, **config.model_options,
     )
+    load_init_weights(model, config)
     if convert is not None:
         model = convert(model)
         if not isinstance(model, nn.Module):

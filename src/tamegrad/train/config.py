@@ -47,6 +47,9 @@ class TrainConfig:
       method's defaults), ``estimator_options`` (more keyword arguments of ``convert``),
       ``measure_activations`` (False; always on with an estimator: record the activation bytes
       of the first training micro-batch of every epoch in the metrics).
+    * ``init_from`` (None = fresh weights; else a run folder or checkpoint path whose model
+      weights initialise the model before conversion and optimizer, for fine-tuning; same
+      architecture required, see :mod:`tamegrad.train.init_from`).
     * ``sampler`` ("uniform" = the loader's shuffled order; "priority" | "infobatch" from
       ``tamegrad.sampling``), ``sampler_options`` (keyword arguments of the sampler).
     """
@@ -85,6 +88,7 @@ class TrainConfig:
     measure_activations: bool = False
     sampler: str = "uniform"
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def validate(self) -> TrainConfig:
         """Check every field; raise one ``ValueError`` naming all bad fields. Returns ``self``.
@@ -108,6 +112,9 @@ class TrainConfig:
                 bad(name, "must be a non-empty string")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             bad("data_dir", "must be a string or None")
+        if self.init_from is not None and (not isinstance(self.init_from, str)
+                                           or not self.init_from):
+            bad("init_from", "must be None or a non-empty path")
         for name in ("batch_size", "epochs", "grad_accum", "eval_batch_size", "seq_len"):
             v = getattr(self, name)
             if not is_int(v) or v < 1:
