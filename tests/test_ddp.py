@@ -1,7 +1,9 @@
 """Distributed training: 2 CPU processes (gloo) launched with torchrun on 127.0.0.1.
 
 The driver initialises the process group itself (``train`` then uses the existing group) and
-trains two small runs; each rank saves its final model so the test can compare ranks.
+trains two small runs; each rank saves its final model so the test can compare ranks. It ends
+with ``tamegrad._clean_exit.destroy_process_group`` and checks the gloo threads are gone, so an
+exit that could abort at random fails here every time instead.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ DRIVER = textwrap.dedent(
     import torch
     import torch.distributed as dist
     torch.set_num_threads(1)
+    from tamegrad._clean_exit import destroy_process_group, gloo_thread_names
     from tamegrad.train import RunExtensions, TrainConfig, train
 
     out = sys.argv[1]
@@ -64,7 +67,11 @@ DRIVER = textwrap.dedent(
         torch.save({"model": models[-1].state_dict(), "summary": summary,
                     "still_initialised": dist.is_initialized()},
                    os.path.join(out, f"{name}_rank{rank}.pt"))
-    dist.destroy_process_group()
+    # the group was created before torch._dynamo was imported (by the optimizer), so torch keeps
+    # it in default arguments: this destroy must still free it, or the exit may abort (SIGABRT)
+    destroy_process_group()
+    alive = gloo_thread_names()
+    assert not alive, f"rank {rank}: gloo threads {alive} outlive destroy_process_group()"
     """
 )
 
