@@ -40,6 +40,7 @@ import importlib
 import os
 import sys
 import types
+import warnings
 from typing import Any
 
 import torch.distributed as dist
@@ -100,10 +101,20 @@ def destroy_process_group(group: Any = None) -> None:
     """``dist.destroy_process_group(group)`` that also frees the group object (and so joins its
     gloo worker threads) now rather than during interpreter teardown, where it can abort the
     process. Call it instead of ``dist.destroy_process_group`` at the end of a distributed run;
-    ``group=None`` destroys every group, as torch's does."""
+    ``group=None`` destroys every group, as torch's does; then, on Linux, a ``RuntimeWarning``
+    says if gloo threads are still alive, i.e. something still holds a group (drop DDP wrappers
+    and other users of the group before calling this)."""
     release_group_references(None if group is None else [group])
     dist.destroy_process_group(group)
     gc.collect()
+    alive = gloo_thread_names() if group is None else None  # with a subgroup, others may live
+    if alive:
+        warnings.warn(
+            f"gloo threads {alive} outlive destroy_process_group(): a live object still holds a "
+            "ProcessGroup (a DistributedDataParallel wrapper, a group kept in a global); drop it "
+            "before exiting, or the process may abort (SIGABRT) at interpreter teardown",
+            RuntimeWarning, stacklevel=2,
+        )
 
 
 def gloo_thread_names() -> list[str] | None:
