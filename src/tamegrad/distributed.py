@@ -152,9 +152,13 @@ class DistContext:
     # -- lifetime ------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Destroy the default process group if this context created it (else do nothing)."""
+        """Destroy the default process group if this context created it (else do nothing),
+        freeing it now so its gloo threads cannot abort the interpreter's teardown
+        (:mod:`tamegrad._clean_exit`; drop DDP wrappers of the group before calling this)."""
         if self.owns_group and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+            from ._clean_exit import destroy_process_group
+
+            destroy_process_group()
 
 
 def init_from_env(device: str = "auto") -> DistContext:
@@ -178,6 +182,9 @@ def init_from_env(device: str = "auto") -> DistContext:
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    from ._clean_exit import before_init_process_group
+
+    before_init_process_group()
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistContext(
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,

@@ -97,6 +97,7 @@ class _Run:
             self.ext = merge(extensions_for(self.config, self.dist), self.user_ext)
             return self._run()
         finally:
+            self.__dict__.pop("ddp", None)  # the DDP wrapper holds the process group
             self.dist.shutdown()
 
     def _run(self) -> dict[str, Any]:
