@@ -1,6 +1,6 @@
 """Activation bytes and step time of RAD against exact training and the usual memory tools.
 
-    python benchmarks/estimators_rad.py [--batch 128] [--reps 5] [--threads 2] [--only rad-cnn]
+    python benchmarks/estimators_rad.py [--batch 128] [--reps 5] [--threads 1] [--only rad-cnn]
     python benchmarks/estimators_rad.py --meter-overhead [--reps 9]
 
 For the RAD paper's CIFAR CNN (``rad-cnn``, width 16) and CIFAR ResNet-18 (width 16) on random
@@ -22,7 +22,9 @@ For the RAD paper's CIFAR CNN (``rad-cnn``, width 16) and CIFAR ResNet-18 (width
 Activation bytes come from ``ActivationMeter`` over the forward and loss (saved tensors,
 deduplicated by storage, parameters excluded). Step time is forward + loss + backward (no
 optimizer step), median over ``--reps`` interleaved rounds (every configuration once per round,
-so machine noise hits all alike); ratios are to the exact model's median.
+so machine noise hits all alike); ratios are to the exact model's median. One intra-op thread
+by default: on a shared machine every multi-threaded op waits for its slowest thread, which
+makes small memory-bound ops look many times slower than they are.
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default="", help="run only this model (rad-cnn | resnet18)")
     parser.add_argument(
         "--meter-overhead", action="store_true", help="only time the meter's own overhead"
