@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._suite import Suite, SuiteRun
 from .gssgd import GSSGD_CIFAR10, GSSGD_SHAKESPEARE
 from .prioritized import PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR
+from .rad import RAD_CIFAR10
 from .tr import TR_CIFAR10, TR_CIFAR10_SEARCH
 from .wtacrs import WTACRS_SHAKESPEARE, WTACRS_SHAKESPEARE_PRETRAIN
 
@@ -13,6 +14,7 @@ SUITES: dict[str, Suite] = {
                         PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR)
 }
 SUITES.update({s.name: s for s in (WTACRS_SHAKESPEARE_PRETRAIN, WTACRS_SHAKESPEARE)})
+SUITES[RAD_CIFAR10.name] = RAD_CIFAR10
 
 
 def available_suites() -> list[str]:
