@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._suite import Suite, SuiteRun
 from .gssgd import GSSGD_CIFAR10, GSSGD_SHAKESPEARE
+from .mlbfgs import MLBFGS_CIFAR10
 from .prioritized import PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR
 from .rad import RAD_CIFAR10
 from .tr import TR_CIFAR10, TR_CIFAR10_SEARCH
@@ -11,7 +12,7 @@ from .wtacrs import WTACRS_SHAKESPEARE, WTACRS_SHAKESPEARE_PRETRAIN
 
 SUITES: dict[str, Suite] = {
     s.name: s for s in (TR_CIFAR10, TR_CIFAR10_SEARCH, GSSGD_CIFAR10, GSSGD_SHAKESPEARE,
-                        PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR)
+                        PRIORITIZED_CIFAR10, PRIORITIZED_CIFAR10_LR, MLBFGS_CIFAR10)
 }
 SUITES.update({s.name: s for s in (WTACRS_SHAKESPEARE_PRETRAIN, WTACRS_SHAKESPEARE)})
 SUITES[RAD_CIFAR10.name] = RAD_CIFAR10
