@@ -32,10 +32,13 @@ def test_entries_are_arm_sweeps_at_equal_iterations() -> None:
         spec = suite_run("rad-cifar10", profile)
         configs = [entry_config(spec.base, e, 0) for e in spec.entries]
         families = [e.family for e in spec.entries]
-        assert families == [arm for arm in ARMS for _ in range(3)]
+        assert families == [arm for _ in range(3) for arm in ARMS]  # centre lrs first
+        assert [e.lr for e in spec.entries[:len(ARMS)]] == pytest.approx(
+            [max(e.lr or 0 for e in spec.entries if e.family == arm) / 3 for arm in ARMS],
+            rel=0.01)
         for arm, (batch, _) in ARMS.items():
             mine = [(e, c) for e, c in zip(spec.entries, configs) if e.family == arm]
-            lrs = [float(e.lr) for e, _ in mine if e.lr is not None]
+            lrs = sorted(float(e.lr) for e, _ in mine if e.lr is not None)
             assert len(lrs) == 3 and lrs[1] / lrs[0] == pytest.approx(3, rel=0.01)
             assert lrs[2] / lrs[1] == pytest.approx(3, rel=0.01)
             for e, c in mine:  # only the lr differs within a family
