@@ -24,12 +24,7 @@ DRAWS = 500
 B, T, D_IN, D_OUT = 4, 16, 6, 5  # n = 64 rows, k = ceil(0.3 * 64) = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def heavy_rows(shape: tuple[int, ...], gen: torch.Generator, sigma: float = 1.5) -> Tensor:

@@ -31,12 +31,7 @@ V, T = 13, 16
 PAPER_LAYERS = {"attn.proj", "mlp.fc", "mlp.proj"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(method: str = "wtacrs", seed: int = 0, **kw: object) -> nn.Module:

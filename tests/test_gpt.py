@@ -12,12 +12,7 @@ from tamegrad.models import GPT, create_model, describe_model
 V, T = 11, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**kw: object) -> nn.Module:

@@ -11,14 +11,7 @@ from torch import nn
 
 from tamegrad.models import ResNet18, available_models, create_model, describe_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMAGE_SHAPES = [(3, 32, 32), (1, 8, 8), (3, 8, 8), (1, 28, 28)]

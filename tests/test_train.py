@@ -31,12 +31,7 @@ DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME_KEYS = {"epoch_time", "wall_time"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw: Any) -> TrainConfig:

@@ -33,21 +33,31 @@ from torch.optim.lr_scheduler import LambdaLR
 from .config import SCHEDULES
 
 
+def _step_factor(epoch: int, epochs: int) -> float:
+    if 4 * epoch >= 3 * epochs:
+        return 0.01
+    if 2 * epoch >= epochs:
+        return 0.1
+    return 1.0
+
+
+def _cosine_factor(done: float, total: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, total) / total))
+
+
+def _unknown(schedule: str) -> ValueError:
+    return ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
 def lr_factor(schedule: str, step: int, *, epochs: int, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
     if schedule == "constant":
         return 1.0
     if schedule == "step":
-        epoch = step // steps_per_epoch
-        if 4 * epoch >= 3 * epochs:
-            return 0.01
-        if 2 * epoch >= epochs:
-            return 0.1
-        return 1.0
+        return _step_factor(step // steps_per_epoch, epochs)
     if schedule == "cosine":
-        total = epochs * steps_per_epoch
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        return _cosine_factor(step, epochs * steps_per_epoch)
+    raise _unknown(schedule)
 
 
 def lr_factor_at(schedule: str, progress: float, *, epochs: int) -> float:
@@ -55,15 +65,10 @@ def lr_factor_at(schedule: str, progress: float, *, epochs: int) -> float:
     if schedule == "constant":
         return 1.0
     if schedule == "step":
-        epoch = math.floor(progress)
-        if 4 * epoch >= 3 * epochs:
-            return 0.01
-        if 2 * epoch >= epochs:
-            return 0.1
-        return 1.0
+        return _step_factor(math.floor(progress), epochs)
     if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, epochs) / epochs))
-    raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        return _cosine_factor(progress, epochs)
+    raise _unknown(schedule)
 
 
 def create_scheduler(
@@ -74,7 +79,7 @@ def create_scheduler(
 
     ``progress``: see the module docstring (epochs of changing length)."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        raise _unknown(schedule)
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(
             f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
