@@ -184,7 +184,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--parts", default="step,train,memory",
+                        help="comma-separated subset of step (w64 optimizer step), train (w16 "
+                        "training step), memory (history bytes per rank)")
     parser.add_argument("--digits", action="store_true", help="only the digits training check")
     args = parser.parse_args()
     if args.digits:
@@ -198,24 +200,31 @@ def main() -> None:
           f"threads, {platform.processor() or platform.machine()}, T={args.period}, "
           f"M={args.history}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print()
-    tc, tb, ratio, opt = optimizer_step(args.period, args.history, args.reps)
-    n = sum(b.numel for b in opt.blocks)
+    parts = set(args.parts.split(","))
     print("| measurement | mL-BFGS ms | SGD ms | ratio |")
     print("|---|---|---|---|")
-    print(f"| optimizer step, ResNet-18 w64 shapes ({n / 1e6:.2f}M, {len(opt.blocks)} blocks), "
-          f"amortised over T | {tc * 1e3:.1f} | {tb * 1e3:.1f} | {ratio:.2f} |")
-    if not args.skip_train:
+    if "step" in parts:
+        tc, tb, ratio, opt = optimizer_step(args.period, args.history, args.reps)
+        n = sum(b.numel for b in opt.blocks)
+        print(f"| optimizer step, ResNet-18 w64 shapes ({n / 1e6:.2f}M, {len(opt.blocks)} "
+              f"blocks), amortised over T | {tc * 1e3:.1f} | {tb * 1e3:.1f} | {ratio:.2f} |",
+              flush=True)
+    if "train" in parts:
         wc, wb = training_step(args.period, args.history, args.batch)
         print(f"| training step, ResNet-18 w16, batch {args.batch}, mean over T | "
-              f"{wc * 1e3:.1f} | {wb * 1e3:.1f} | {wc / wb:.2f} |")
-    print()
-    print("| ResNet-18 w64 history | 1 rank MB | 2 ranks: MB per rank |")
-    print("|---|---|---|")
-    one = _history_bytes_per_rank(opt, 1, args.history)
-    two = _history_bytes_per_rank(opt, 2, args.history)
-    print(f"| from the block assignment | {one[0] / 2**20:.1f} | "
-          f"{' / '.join(f'{b / 2**20:.1f}' for b in two)} |")
-    print(f"| measured (1 rank, filled) | {opt.history_bytes() / 2**20:.1f} | - |")
+              f"{wc * 1e3:.1f} | {wb * 1e3:.1f} | {wc / wb:.2f} |", flush=True)
+    if "memory" in parts:
+        print()
+        print("| ResNet-18 w64 history | 1 rank MB | 2 ranks: MB per rank |")
+        print("|---|---|---|")
+        if "step" not in parts:  # blocks only, nothing filled
+            opt = _mlbfgs(make_params(resnet18_param_shapes(width=64)), args.period, args.history)
+        one = _history_bytes_per_rank(opt, 1, args.history)
+        two = _history_bytes_per_rank(opt, 2, args.history)
+        print(f"| from the block assignment | {one[0] / 2**20:.1f} | "
+              f"{' / '.join(f'{b / 2**20:.1f}' for b in two)} |")
+        if "step" in parts:
+            print(f"| measured (1 rank, filled) | {opt.history_bytes() / 2**20:.1f} | - |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import copy
 import math
 import pickle
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,13 +29,8 @@ from _optim_utils import make_params, roundtrip, run_steps
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny problems: threads only add contention on the shared CI/dev machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny problems: one thread (no oversubscription on the shared machine)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- curvature algebra

@@ -8,7 +8,6 @@ One spawn runs every scenario to keep the test fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,8 @@ def _run(scenario: str, out: Path, rank: int) -> dict[str, Any]:
     net = _Net()
     opt = _opt(net, scenario)
     _steps(net, opt, 0, CUT)
-    res: dict[str, Any] = {"owners": [b.owner for b in opt.blocks]}
+    res: dict[str, Any] = {"owners": [b.owner for b in opt.blocks],
+                           "per_rank": opt.state_is_per_rank}
     if scenario == "auto":
         torch.save(opt.state_dict(), out / f"shard{rank}.pt")
         full = opt.consolidate_state_dict(to=0)
@@ -102,14 +102,6 @@ def _worker(rank: int, world: int, out: str) -> None:
     torch.save(results, Path(out) / f"rank{rank}.pt")
 
 
-@pytest.fixture()
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers run with one thread: same reduction order here
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not gloo_available():
@@ -119,12 +111,14 @@ def dist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_two_ranks_equal_one_rank_bitwise_and_split_the_history(dist_dir, tmp_path, _one_thread):
+def test_two_ranks_equal_one_rank_bitwise_and_split_the_history(dist_dir, tmp_path, one_thread):
+    # one thread here, as in the workers: the same reduction order
     ranks = [torch.load(dist_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     single = {s: _run(s, tmp_path, 0) for s in SCENARIOS}
     for s in SCENARIOS:
         for r in (0, 1):
             assert torch.equal(ranks[r][s]["params"], single[s]["params"]), (s, r)
+    assert ranks[0]["auto"]["per_rank"] and not single["auto"]["per_rank"]
     # the blocks really were spread, and a rank with no block still took part
     assert set(ranks[0]["auto"]["owners"]) == {0, 1}
     assert ranks[0]["one_block"]["owners"] == [0] and ranks[1]["one_block"]["history_bytes"] == 0
@@ -138,7 +132,7 @@ def test_two_ranks_equal_one_rank_bitwise_and_split_the_history(dist_dir, tmp_pa
         assert torch.equal(ranks[r]["auto"]["resumed"], single["auto"]["params"])
 
 
-def test_consolidated_state_reshards_to_one_process_and_shards_are_refused(dist_dir, _one_thread):
+def test_consolidated_state_reshards_to_one_process_and_shards_are_refused(dist_dir, one_thread):
     cut = torch.load(dist_dir / "rank0.pt", weights_only=True)["auto"]["cut_params"]
     full = torch.load(dist_dir / "full.pt", weights_only=True)
     assert full["mlbfgs"]["layout"] == "full" and full["mlbfgs"]["world_size"] == 2

@@ -242,6 +242,13 @@ class MLBFGS(Optimizer):
     def dist_context(self) -> DistContext:
         return self._ctx
 
+    @property
+    def state_is_per_rank(self) -> bool:
+        """True with more than one rank: each rank's :meth:`state_dict` holds only its own
+        blocks' curvature state, so every rank must save and load its own (the trainer's
+        per-rank checkpoint shards; ``tamegrad.train.extensions.is_per_rank``)."""
+        return self._ctx.enabled
+
     def history_bytes(self) -> int:
         """Bytes of curvature state (averages, snapshots, pairs) held by this rank."""
         return _st.history_bytes(self)
