@@ -63,8 +63,9 @@ def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
         for name in ("epoch", "wall_time"):
             assert (out / f"curves_{model.lower()}_{name}.png").stat().st_size > 10_000
     for column in ("epochs to target", "steps to target", "seconds to target", "samples/s",
-                   "speed-up vs CNN uniform", "% of wall time"):
+                   "speed-up vs CNN uniform", "% of wall time", "load-free speed-up"):
         assert column in results
+    assert "| CNN uniform | 0 | 0 | 1.00x |" in results
     rows = [json.loads(line) for line in
             (out / "CNN_priority" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[-1]["sampler_steps"] == 2

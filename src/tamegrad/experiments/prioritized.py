@@ -146,15 +146,24 @@ def prioritized_report(out: Path, profile: str) -> str:
         lines = [f"## {model}: time to test accuracy >= {100 * target.value:g}% "
                  "(fixed in advance)", "",
                  format_target_table(rows, target, reference=ref), ""]
+        by_label = {r["label"]: r for r in rows}
+        ref_steps = by_label[ref]["step_mean"] if ref is not None else None
         costs = []
         for lab in mine:
             c = _sampler_costs(out, lab, grid.seeds)
-            if c is not None:
-                costs.append(f"| {lab} | {c[0]:.2f} | {100 * c[1]:.2f} |")
-        if costs:
-            lines += ["Sampler bookkeeping + scoring seconds per run (inside the seconds above):",
-                      "", "| arm | sampler s / run | % of wall time |", "|---|---|---|",
-                      *costs, ""]
+            share = 0.0 if lab == ref else (None if c is None else c[1])
+            steps = by_label[lab]["step_mean"]
+            est = ("–" if share is None or steps is None or ref_steps is None
+                   else f"{ref_steps / (steps * (1 + share)):.2f}x")
+            spent = "0 | 0" if c is None else f"{c[0]:.2f} | {100 * c[1]:.2f}"
+            costs.append(f"| {lab} | {spent} | {est} |")
+        lines += [
+            "Sampler bookkeeping + scoring seconds per run (inside the seconds above), and a "
+            "load-free estimate of the speed-up to target: uniform's steps to target / (the "
+            "arm's steps x (1 + its sampler share of the wall time)), i.e. every step costing "
+            "the same plus the arm's own sampler time (evaluation time left out):", "",
+            "| arm | sampler s / run | % of wall time | load-free speed-up vs uniform |",
+            "|---|---|---|---|", *costs, ""]
         try:
             folders = [out / slugify(lab) for lab in mine if (out / slugify(lab)).is_dir()]
             figs = plot_against(folders, out / f"curves_{model.lower()}",
