@@ -193,8 +193,8 @@ _CPU = ProfileSpec(
     {"width": 16, "epochs": 10, "train_subset": 10_000, "device": "cpu"},
     (0, 1, 2),
     "CNN width 16 and the 512-512 MLP, 10,000 training images (class-balanced), full test set, "
-    "10 epochs, 3 seeds: about 2.5 h with --workers 1 on this 2-core machine (measured, "
-    "docs/PRIORITIZED.md)",
+    "10 epochs, 3 seeds: 24 runs, 1-2.5 h with --workers 1 on the shared 2-core machine "
+    "(MLP runs took 40-125 s, CNN runs 200-600 s, depending on the load; docs/PRIORITIZED.md)",
 )
 
 PRIORITIZED_CIFAR10 = Suite(
