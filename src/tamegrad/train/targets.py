@@ -220,7 +220,7 @@ def format_target_table(rows: Sequence[dict[str, Any]], target: Target,
     unit = " (%)" if pct else ""
     ref = next((r for r in rows if r["label"] == reference), None)
     ref_s = ref["seconds_mean"] if ref is not None else None
-    head = (f"| arm | final {target.metric}{unit} | reached | epochs to target "
+    head = (f"| arm | final {target.metric.replace('_', ' ')}{unit} | reached | epochs to target "
             "| steps to target | seconds to target | samples/s |"
             + (f" speed-up vs {reference} (s) |" if ref is not None else ""))
     lines = [head, "|---" * (7 + (ref is not None)) + "|"]
