@@ -173,12 +173,12 @@ def _metrics(out: Path, label: str, seed: int) -> list[dict[str, Any]]:
     return folder.read_metrics() if folder.status() == "completed" else []
 
 
-def _loss_at(rows: list[dict[str, Any]], frac: float) -> float | None:
-    """Training loss of the epoch row at ``frac`` of the run (the epoch's mean loss)."""
+def _loss_at(rows: list[dict[str, Any]], frac: float, key: str = "train_loss") -> float | None:
+    """``key`` of the epoch row at ``frac`` of the run (train loss: the epoch's mean)."""
     if not rows:
         return None
     row = rows[max(0, round(frac * len(rows)) - 1)]
-    v = row.get("train_loss")
+    v = row.get(key)
     return float(v) if isinstance(v, (int, float)) else None
 
 
@@ -194,8 +194,8 @@ def _fmt(values: list[float], digits: int = 3, scale: float = 1.0) -> str:
 
 
 def rad_report(out: Path, profile: str) -> str:
-    """Per arm at its best lr (``best.md``'s choice): training loss at 25/50/100% of the
-    iterations, final and best test accuracy (mean ± sample std over finished seeds), the
+    """Per arm at its best lr (``best.md``'s choice): training and test loss at 25/50/100% of
+    the iterations, final and best test accuracy (mean ± sample std over finished seeds), the
     measured activation bytes per step (``mem_activation_bytes`` of the runs' metrics) and
     their ratio to the exact arm's; the curves of these runs against iterations
     (``curves_chosen_step.png``); and the stage-2 command once every sweep is complete."""
@@ -210,9 +210,10 @@ def rad_report(out: Path, profile: str) -> str:
     if not bests:
         return ""
     lines = ["## Each arm at its best lr: loss against iterations, accuracy, bytes per step", "",
-             "| arm | batch | lr | seeds | train loss @25% | @50% | @100% | final test acc % "
-             "| best test acc % | activation bytes / step | bytes / exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| arm | batch | lr | seeds | train loss @25% | @50% | @100% | test loss @25% "
+             "| @50% | @100% | final test acc % | best test acc % | activation bytes / step "
+             "| bytes / exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     exact_bytes = None
     table = []
     for b in bests:
@@ -225,8 +226,8 @@ def rad_report(out: Path, profile: str) -> str:
             exact_bytes = nbytes
         table.append((b, per_seed, nbytes))
     for b, per_seed, nbytes in table:
-        losses = [[v for v in (_loss_at(r, f) for r in per_seed) if v is not None]
-                  for f in (0.25, 0.5, 1.0)]
+        losses = [[v for v in (_loss_at(r, f, key) for r in per_seed) if v is not None]
+                  for key in ("train_loss", "test_loss") for f in (0.25, 0.5, 1.0)]
         acc = [float(r[-1]["test_acc"]) for r in per_seed if "test_acc" in r[-1]]
         best = [max(float(x["test_acc"]) for x in r if "test_acc" in x) for r in per_seed
                 if any("test_acc" in x for x in r)]
@@ -236,8 +237,10 @@ def rad_report(out: Path, profile: str) -> str:
                  *(_fmt(v) for v in losses), _fmt(acc, 2, 100), _fmt(best, 2, 100), shown,
                  ratio]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Train loss: the epoch's mean training loss of the metrics row at that "
-              "fraction of the run (every arm runs the same iterations). Bytes: the "
+    lines += ["", "Losses: the metrics row at that fraction of the run (every arm runs the "
+              "same iterations); train loss is the epoch's mean over its steps (noisy for the "
+              "small batch: 50 x 22 examples per epoch on cpu), test loss the whole test set. "
+              "Bytes: the "
               "activation bytes the first micro-batch of the run kept for backward "
               "(`ActivationMeter`, parameters excluded)."]
     try:
