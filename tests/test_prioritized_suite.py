@@ -70,3 +70,26 @@ def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
             (out / "CNN_priority" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[-1]["sampler_steps"] == 2
     assert rows[-1]["wall_time"] > rows[0]["wall_time"] > 0
+
+
+def test_scaling_script_runs_the_suite_setting() -> None:
+    """scripts/prioritized_scaling.py trains exactly the suite's cpu config (per-rank batch)."""
+    import importlib.util
+
+    from tamegrad.cli import build_parser
+    from tamegrad.cli.options import build_config, given_fields
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "prioritized_scaling.py"
+    spec = importlib.util.spec_from_file_location("prioritized_scaling", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    suite = suite_run("prioritized-cifar10", "cpu")
+    for model in MODELS:
+        for arm in ("priority", "InfoBatch"):
+            argv = script._train_args(model, arm, 3, 64, 1, Path("unused"))
+            config = build_config(given_fields(build_parser().parse_args(argv)))
+            entry = next(e for e in suite.entries if e.label == f"{model} {arm}")
+            expected = entry_config(suite.base, entry, 1)
+            expected.epochs, expected.batch_size = 3, 64
+            assert config.resume_differences(expected) == []
