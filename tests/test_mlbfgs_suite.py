@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,16 +55,6 @@ def test_sweeps_are_family_x_batch_x_three_lrs() -> None:
         cfg = entry_config(cpu.base, e, 0)
         create(cfg.optimizer, [torch.nn.Parameter(torch.zeros(3))], lr=cfg.lr,
                weight_decay=cfg.weight_decay, **cfg.optimizer_kwargs)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.usefixtures("one_thread")
