@@ -155,7 +155,10 @@ def prioritized_report(out: Path, profile: str) -> str:
             steps = by_label[lab]["step_mean"]
             est = ("–" if share is None or steps is None or ref_steps is None
                    else f"{ref_steps / (steps * (1 + share)):.2f}x")
-            spent = "0 | 0" if c is None else f"{c[0]:.2f} | {100 * c[1]:.2f}"
+            if by_label[lab]["n_completed"] == 0:
+                spent = "– | –"
+            else:  # uniform runs have no sampler: nothing spent
+                spent = "0 | 0" if c is None else f"{c[0]:.2f} | {100 * c[1]:.2f}"
             costs.append(f"| {lab} | {spent} | {est} |")
         lines += [
             "Sampler bookkeeping + scoring seconds per run (inside the seconds above), and a "
