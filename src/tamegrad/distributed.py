@@ -152,13 +152,16 @@ class DistContext:
     # -- lifetime ------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Destroy the default process group if this context created it (else do nothing),
-        freeing it now so its gloo threads cannot abort the interpreter's teardown
-        (:mod:`tamegrad._clean_exit`; drop DDP wrappers of the group before calling this)."""
-        if self.owns_group and dist.is_available() and dist.is_initialized():
-            from ._clean_exit import destroy_process_group
+        """Destroy the default process group if this context created it, freeing it now so its
+        gloo threads cannot abort the interpreter's teardown (:mod:`tamegrad._clean_exit`; drop
+        DDP wrappers of the group before calling this). A group the caller created is left
+        initialised, only released from the references torch keeps in default arguments."""
+        from . import _clean_exit
 
-            destroy_process_group()
+        if self.owns_group and dist.is_available() and dist.is_initialized():
+            _clean_exit.destroy_process_group()
+        elif self.enabled:  # the caller's group: let its own destroy free it later
+            _clean_exit.release_group_references()
 
 
 def init_from_env(device: str = "auto") -> DistContext:
