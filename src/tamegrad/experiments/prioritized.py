@@ -197,7 +197,7 @@ _CPU = ProfileSpec(
     (0, 1, 2),
     "CNN width 16 and the 512-512 MLP, 10,000 training images (class-balanced), full test set, "
     "10 epochs, 3 seeds: 24 runs, 1-2.5 h with --workers 1 on the shared 2-core machine "
-    "(MLP runs took 40-125 s, CNN runs 200-600 s, depending on the load; docs/PRIORITIZED.md)",
+    "(MLP runs took 40-125 s, CNN runs 170-500 s, depending on the load; docs/PRIORITIZED.md)",
 )
 
 PRIORITIZED_CIFAR10 = Suite(
