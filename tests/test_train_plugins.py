@@ -162,3 +162,14 @@ def test_schedule_follows_the_real_steps_when_epochs_shrink(tmp_path: Path) -> N
         assert r["lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * e / 4)), abs=1e-12)
     last_lr = final(tmp_path)["optimizer"]["param_groups"][0]["lr"]
     assert last_lr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_priority_presample_mode_scores_candidates_with_the_model(tmp_path: Path) -> None:
+    """--sampler-options presample=3: the trainer gives the sampler a scorer (a forward pass of
+    the current model); with tau_threshold=0 every step pre-samples and scores 3b candidates."""
+    cfg = mlp(sampler="priority", epochs=1,
+              sampler_options={"presample": 3, "tau_threshold": 0.0})
+    train(cfg, tmp_path)
+    row = RunFolder(tmp_path).read_metrics()[-1]
+    assert row["sampler_presampled_steps"] == row["sampler_steps"] > 0
+    assert row["sampler_scoring_seconds"] > 0

@@ -4,6 +4,7 @@ optimizer, schedule, and the DDP wrapper. Plain functions, called by the trainer
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from .config import TrainConfig
 
 logger = logging.getLogger("tamegrad.train")
 
-__all__ = ["DataBundle", "build_data", "build_model", "build_optimizer", "resolve_device",
-           "wrap_ddp"]
+__all__ = ["DataBundle", "autocast_for", "build_data", "build_model", "build_optimizer",
+           "resolve_device", "sync_buffers", "wrap_ddp"]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -131,3 +132,24 @@ def wrap_ddp(model: nn.Module, dist: DistContext, device: torch.device) -> nn.Mo
 
     ids: Any = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, process_group=dist.group)
+
+
+@torch.no_grad()
+def sync_buffers(model: nn.Module, dist: DistContext) -> None:
+    """Average floating buffers (batch-norm running statistics) over the ranks and broadcast
+    the others from rank 0, so every rank evaluates and ends the epoch with the same model (DDP
+    itself only broadcasts rank 0's buffers at the start of the next forward)."""
+    if not dist.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce_(buf).div_(dist.world_size)
+        else:
+            dist.broadcast_(buf, src=0)
+
+
+def autocast_for(use_amp: bool) -> Any:
+    """float16 autocast on CUDA when ``use_amp``, else a no-op context."""
+    if use_amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -51,12 +51,15 @@ def is_per_rank(obj: object) -> bool:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """What a sampler factory is told: data set size, per-process batch size, seed, ranks."""
+    """What a sampler factory is told: data set size, per-process batch size, seed, ranks, and
+    ``score(indices) -> losses``: the current model's per-example training losses on those
+    examples (a forward pass in eval mode without gradients, for a pre-sample-and-score mode)."""
 
     num_samples: int
     batch_size: int
     seed: int
     dist: DistContext
+    score: Callable[[Tensor], Tensor] | None = None
 
 
 class BatchSampler(Protocol):

@@ -113,6 +113,8 @@ def _sampler_part(config: TrainConfig, ext: RunExtensions) -> None:
             opts.setdefault("epochs", config.epochs)
             sampler = sampling.InfoBatchSampler(
                 spec.num_samples, global_batch, seed=spec.seed, dist_context=spec.dist, **opts)
+        if config.sampler == "priority" and opts.get("presample") is not None:
+            sampler.set_scorer(spec.score)  # pre-sample-and-score: the model scores candidates
         made.append(sampler)
         return sampler  # type: ignore[no-any-return]
 

@@ -53,7 +53,15 @@ from typing import Any
 import torch
 
 from ..distributed import init_from_env
-from .build import build_data, build_model, build_optimizer, resolve_device, wrap_ddp
+from .build import (
+    autocast_for,
+    build_data,
+    build_model,
+    build_optimizer,
+    resolve_device,
+    sync_buffers,
+    wrap_ddp,
+)
 from .checkpoint import CheckpointError, read_run_checkpoint, write_run_checkpoint
 from .config import TrainConfig
 from .extensions import RunExtensions, SamplerSpec
@@ -167,7 +175,8 @@ class _Run:
         self.data = build_data(cfg, d, dev)
         self.sampler = None
         if ext.make_sampler is not None:
-            spec = SamplerSpec(self.data.train.num_samples, cfg.batch_size, cfg.seed, d)
+            spec = SamplerSpec(self.data.train.num_samples, cfg.batch_size, cfg.seed, d,
+                               score=self._score)
             self.sampler = ext.make_sampler(spec)
             self.sampler.set_epoch(0)
         self.n_micro = self._micro_batches()
@@ -189,6 +198,19 @@ class _Run:
         st = self.state
         steps_in_epoch = math.ceil(self.n_micro / self.config.grad_accum)
         return self.epoch + (st.global_step - self.epoch_first_step) / steps_in_epoch
+
+    @torch.no_grad()
+    def _score(self, indices: torch.Tensor) -> torch.Tensor:
+        """Per-example losses of the current model (eval mode, no gradients) on training examples
+        ``indices``, loaded as training batch -1 of the epoch (its own augmentation stream)."""
+        x, y = self.data.train.load(indices, self.epoch, -1)
+        was_training = self.model.training
+        self.model.eval()
+        with autocast_for(self.use_amp):
+            _, losses = training_loss(self.model(x), y, per_example=True)
+        self.model.train(was_training)
+        assert losses is not None
+        return losses.float()
 
     def _micro_batches(self) -> int:
         cfg = self.config
@@ -284,7 +306,7 @@ class _Run:
             sync: Any = (model.no_sync() if d.enabled and not last_in_group  # type: ignore[operator]
                          else contextlib.nullcontext())
             with sync, self._batch_context(batch):
-                with self._autocast():
+                with autocast_for(self.use_amp):
                     logits = model(batch.x)
                     loss, per_example = training_loss(
                         logits, batch.y, batch.weights, per_example=self.sampler is not None)
@@ -332,11 +354,6 @@ class _Run:
         self.state.global_step += 1  # before the schedule reads the progress
         self.scheduler.step()
 
-    def _autocast(self) -> Any:
-        if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
-
     def _progress_bar(self, epoch: int, start_batch: int) -> Any:
         if not (self.show_progress and self.dist.is_main):
             return None
@@ -345,30 +362,16 @@ class _Run:
         return tqdm(total=self.n_micro, initial=start_batch, leave=False, dynamic_ncols=True,
                     desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", file=sys.stderr)
 
-    @torch.no_grad()
-    def _sync_buffers(self) -> None:
-        """DDP: average floating buffers (BN running stats) over ranks, so that every rank
-        evaluates and ends the epoch with the same model (DDP itself only broadcasts rank 0's
-        buffers at the start of the next forward)."""
-        d = self.dist
-        if not d.enabled:
-            return
-        for buf in self.model.buffers():
-            if buf.is_floating_point():
-                d.all_reduce_(buf).div_(d.world_size)
-            else:
-                d.broadcast_(buf, src=0)
-
     def _end_epoch(self, epoch: int, lr: float, train_time: float) -> None:
         cfg, st = self.config, self.state
         train_loss, train_acc = self.metrics.epoch_totals()
         extra: dict[str, Any] = {}
         for fn in self.ext.epoch_metrics:
             extra.update(fn())
-        self._sync_buffers()
+        sync_buffers(self.model, self.dist)
         eval_start = time.perf_counter()
-        test_loss, test_acc = evaluate(
-            self.model, self.data.test.epoch(0), self.device, self.dist, self._autocast())
+        test_loss, test_acc = evaluate(self.model, self.data.test.epoch(0), self.device,
+                                       self.dist, autocast_for(self.use_amp))
         row: dict[str, Any] = {
             "epoch": epoch + 1, "step": st.global_step, "lr": lr,
             "train_loss": train_loss, "train_acc": train_acc,
