@@ -73,7 +73,7 @@ def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
     assert results.strip() == table.strip()
     assert "## Batch 128: time to test accuracy >= 10% (fixed in advance)" in results
     assert "## Batch 8: time to test accuracy >= 10% (fixed in advance)" in results
-    for column in ("final test_acc (%)", "steps to target", "seconds to target", "samples/s",
+    for column in ("final test acc (%)", "steps to target", "seconds to target", "samples/s",
                    "speed-up vs SGD lr=0.1 b128"):
         assert column in results
     for label in only:
