@@ -208,6 +208,19 @@ def test_duplicate_slugs_rejected(tmp_path: Path) -> None:
                  tmp_path, train_fn=fake_train)
 
 
+def test_tuples_in_option_dicts_match_their_json_round_trip(
+    tmp_path: Path, fake_train: FakeTrain
+) -> None:
+    # A suite builds options with tuples; config.json stores lists. Rerunning the same suite
+    # must skip its finished run, not call it a different configuration (it once did).
+    base = TrainConfig(dataset="synthetic", epochs=1, dataset_options={"span": (0.0, 0.5)})
+    run_grid(base, ENTRIES[:1], [0], tmp_path, train_fn=fake_train)
+    records = run_grid(base, ENTRIES[:1], [0], tmp_path, train_fn=fake_train)
+    assert [r["action"] for r in records] == ["skipped"]
+    stored = TrainConfig.from_dict(json.loads(json.dumps(base.to_dict())))
+    assert base.resume_differences(stored) == []
+
+
 def test_changed_config_is_refused_or_extended(tmp_path: Path, fake_train: FakeTrain) -> None:
     base = TrainConfig(dataset="synthetic", epochs=2, schedule="cosine")
     run_grid(base, ENTRIES[:1], [0], tmp_path, train_fn=fake_train)

@@ -7,6 +7,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+
+def _as_json_value(value: Any) -> Any:
+    """``value`` with every tuple turned into a list, recursively (what JSON gives back)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_json_value(v) for k, v in value.items()}
+    return value
+
+
 SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("uniform", "priority", "infobatch")
@@ -195,12 +205,9 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (tuples become lists); ``from_dict`` inverts it."""
-        out = dataclasses.asdict(self)
-        for name in _TUPLE_FIELDS:
-            if out[name] is not None:
-                out[name] = list(out[name])
-        return out
+        """A JSON-compatible dict (tuples become lists, also inside option dicts, so a config
+        compares equal to its own JSON round trip); ``from_dict`` inverts it."""
+        return {name: _as_json_value(value) for name, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
