@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tamegrad.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry
 
@@ -62,3 +63,15 @@ class Suite:
         changes = copy.deepcopy(spec.changes)  # no dict shared between the configs it builds
         return SuiteRun(replace(self.base(), **changes), self.entries(), list(spec.seeds),
                         spec.notes)
+
+
+def cifar10_config(**fields: Any) -> TrainConfig:
+    """The CIFAR-10 base every suite starts from: the JPEG copy, ResNet-18 width 64, random
+    crop + flip, the standard normalisation, evaluation in batches of 500; ``fields`` set the
+    rest (optimizer, lr, batch, schedule, epochs, ...) and may override any of these."""
+    defaults: dict[str, Any] = {
+        "dataset": "cifar10-jpeg", "model": "resnet18", "width": 64, "augment": True,
+        "norm_mean": CIFAR10_MEAN, "norm_std": CIFAR10_STD, "eval_batch_size": 500,
+    }
+    return TrainConfig(**{**defaults, **fields})
+

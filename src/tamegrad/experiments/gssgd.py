@@ -15,11 +15,10 @@ See docs/GSSGD_EXPERIMENTS.md for the choices behind the two suites.
 
 from __future__ import annotations
 
-from tamegrad.data.cifar import CIFAR10_MEAN
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry
 
-from ._suite import ProfileSpec, Suite
+from ._suite import ProfileSpec, Suite, cifar10_config
 from .sweeps import OptimizerFamily, sweep_entries
 
 #: Per-channel std of the Generalized SignSGD authors' CIFAR-10 loader (the true std of the
@@ -103,18 +102,12 @@ def gssgd_cifar10_entries() -> list[GridEntry]:
 
 
 def gssgd_cifar10_base() -> TrainConfig:
-    return TrainConfig(
-        dataset="cifar10-jpeg",
-        model="resnet18",
-        width=64,
+    return cifar10_config(
         batch_size=GSSGD_CIFAR10_BATCHES[0],  # every entry sets its own batch size
         weight_decay=1e-4,
         schedule="constant",
         epochs=164,
-        augment=True,
-        norm_mean=CIFAR10_MEAN,
         norm_std=GSSGD_CIFAR10_STD,
-        eval_batch_size=500,
     )
 
 

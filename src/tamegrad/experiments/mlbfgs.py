@@ -19,12 +19,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tamegrad.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry
-from tamegrad.train.targets import Target, format_target_table, plot_against, target_rows
+from tamegrad.train.targets import (
+    Target,
+    format_target_table,
+    plot_against,
+    target_rows,
+    target_table_note,
+)
 
-from ._suite import ProfileSpec, Suite
+from ._suite import ProfileSpec, Suite, cifar10_config
 from .sweeps import OptimizerFamily, sweep_entries
 
 #: Batch sizes: the paper's 128 (the reference of the sweeps) and 8.
@@ -78,18 +83,11 @@ def mlbfgs_entries() -> list[GridEntry]:
 
 def mlbfgs_base() -> TrainConfig:
     """ResNet-18 (width 64), weight decay 2e-4, cosine lr, augmentation, 30 epochs."""
-    return TrainConfig(
-        dataset="cifar10-jpeg",
-        model="resnet18",
-        width=64,
+    return cifar10_config(
         batch_size=BATCHES[0],  # every entry sets its own batch size
         weight_decay=2e-4,
         schedule="cosine",
         epochs=30,
-        augment=True,
-        norm_mean=CIFAR10_MEAN,
-        norm_std=CIFAR10_STD,
-        eval_batch_size=500,
     )
 
 
@@ -143,13 +141,12 @@ def mlbfgs_report(out: Path, profile: str) -> str:
             except FileNotFoundError:
                 pass
         parts.append("\n".join(lines))
-    notes = (
-        "Steps/seconds: mean ± sample std over the seeds that reached the target (reached = "
-        "k/completed), linearly interpolated between the two evaluations around the crossing "
-        "(`tamegrad.train.targets`; one evaluation per epoch). Seconds are the trainer's "
-        "`wall_time` (training and the per-epoch evaluation, 1 torch thread, on a machine "
-        "shared with other jobs: compare seconds within one folder only). Speed-up = the best "
-        "SGD point's mean seconds / the row's."
+    notes = target_table_note(
+        "Steps/seconds",
+        "One evaluation per epoch. Seconds are the trainer's `wall_time` (training and the "
+        "per-epoch evaluation, 1 torch thread, on a machine shared with other jobs: compare "
+        "seconds within one folder only). Speed-up = the best SGD point's mean seconds / the "
+        "row's."
     )
     return "\n\n".join([*parts, notes]) if parts else ""
 

@@ -20,12 +20,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tamegrad.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry, read_grid, slugify
-from tamegrad.train.targets import Target, format_target_table, plot_against, target_rows
+from tamegrad.train.targets import (
+    Target,
+    format_target_table,
+    plot_against,
+    target_rows,
+    target_table_note,
+)
 
-from ._suite import ProfileSpec, Suite
+from ._suite import ProfileSpec, Suite, cifar10_config
 from .sweeps import OptimizerFamily, sweep_entries
 
 #: The two models of the paper's evaluation (``TrainConfig`` overrides). The MLP's size is
@@ -71,10 +76,8 @@ TARGETS: dict[str, dict[str, float]] = {
 def prioritized_base() -> TrainConfig:
     """SGD momentum 0.9, batch 128, weight decay 5e-4, cosine lr over 30 epochs, augmentation
     (random crop + flip) for both models, standard CIFAR-10 normalisation."""
-    return TrainConfig(
-        dataset="cifar10-jpeg",
+    return cifar10_config(
         model="cnn",
-        width=64,
         optimizer="sgd",
         optimizer_kwargs={"momentum": 0.9},
         lr=0.05,
@@ -82,10 +85,6 @@ def prioritized_base() -> TrainConfig:
         weight_decay=5e-4,
         schedule="cosine",
         epochs=30,
-        augment=True,
-        norm_mean=CIFAR10_MEAN,
-        norm_std=CIFAR10_STD,
-        eval_batch_size=500,
     )
 
 
@@ -175,10 +174,9 @@ def prioritized_report(out: Path, profile: str) -> str:
         except FileNotFoundError:
             pass
         parts.append("\n".join(lines))
-    notes = (
-        "Epochs/steps/seconds: mean ± sample std over the seeds that reached the target "
-        "(reached = k/completed), linearly interpolated between the two evaluations around the "
-        "crossing (`tamegrad.train.targets`). Seconds are the trainer's `wall_time`: training "
+    notes = target_table_note(
+        "Epochs/steps/seconds",
+        "Seconds are the trainer's `wall_time`: training "
         "and the per-epoch evaluation, with every sampler cost (draws, updates, exchange) "
         "inside. samples/s = optimizer steps x batch / wall_time (per process). Speed-up = "
         "uniform's mean seconds / the arm's."

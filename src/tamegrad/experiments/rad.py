@@ -37,11 +37,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tamegrad.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry, read_grid, run_dir_for, slugify
 
-from ._suite import ProfileSpec, Suite
+from ._suite import ProfileSpec, Suite, cifar10_config
 from .sweeps import OptimizerFamily, sweep_entries
 
 #: The paper's batch size and RAD memory fraction.
@@ -95,8 +94,7 @@ def rad_entries() -> list[GridEntry]:
 def rad_base() -> TrainConfig:
     """``rad-cnn`` width 16 on CIFAR-10, Adam, batch 150, step schedule, no augmentation;
     80 epochs of 250 steps (20,000 iterations, the paper's; evaluated every 250)."""
-    return TrainConfig(
-        dataset="cifar10-jpeg",
+    return cifar10_config(
         model="rad-cnn",
         width=16,
         optimizer="adam",
@@ -106,8 +104,6 @@ def rad_base() -> TrainConfig:
         epochs=80,
         limit_train_batches=250,
         augment=False,
-        norm_mean=CIFAR10_MEAN,
-        norm_std=CIFAR10_STD,
         eval_batch_size=1000,
     )
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tamegrad.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from tamegrad.train.config import TrainConfig
 from tamegrad.train.grid import GridEntry
 
-from ._suite import ProfileSpec, Suite
+from ._suite import ProfileSpec, Suite, cifar10_config
 
 
 def mean_step_multiplier(inner_steps: int) -> float:
@@ -108,18 +107,11 @@ def tr_search_entries() -> list[GridEntry]:
 
 def tr_cifar10_base(**changes: Any) -> TrainConfig:
     """The paper's CIFAR-10 setting: ResNet-18 (width 64), batch 8, 200 epochs, step schedule."""
-    base = TrainConfig(
-        dataset="cifar10-jpeg",
-        model="resnet18",
-        width=64,
+    base = cifar10_config(
         batch_size=8,
         weight_decay=1e-4,
         schedule="step",
         epochs=200,
-        augment=True,
-        norm_mean=CIFAR10_MEAN,
-        norm_std=CIFAR10_STD,
-        eval_batch_size=500,
     )
     return replace(base, **changes)
 

@@ -209,6 +209,16 @@ def _fmt(mean: float | None, std: float | None, digits: int, scale: float = 1.0)
     return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
+def target_table_note(columns: str, details: str) -> str:
+    """The paragraph under a :func:`format_target_table` table: how ``columns`` (e.g.
+    "Steps/seconds") are aggregated, then the suite's ``details``."""
+    return (
+        f"{columns}: mean ± sample std over the seeds that reached the target (reached = "
+        "k/completed), linearly interpolated between the two evaluations around the crossing "
+        f"(`tamegrad.train.targets`). {details}"
+    )
+
+
 def format_target_table(rows: Sequence[dict[str, Any]], target: Target,
                         reference: str | None = None) -> str:
     """Markdown table of :func:`target_rows`: final metric, reached k/n, epochs, steps and
