@@ -17,6 +17,7 @@ import torch
 from tamegrad.optim import MLBFGS, create
 from tamegrad.optim._lbfgs_blocks import (
     damping_factor,
+    gradient_side_factor,
     lbfgs_direction,
     new_history,
     push_pair,
@@ -122,6 +123,8 @@ def test_damping_keeps_every_stored_curvature_inside_the_bounds(bounds):
     ss = (st["hist"][:, 0] ** 2).sum(1)
     curv = sy / ss
     assert (curv >= lo * (1 - 1e-9)).all() and (curv <= hi * (1 + 1e-9)).all(), curv
+    grad_side = st["yy"].diagonal() / sy  # y.y / s.y: bounded by hi too
+    assert (grad_side <= hi * (1 + 1e-9)).all(), grad_side
     for kind, mu, tau in cases:
         if kind == 3:
             assert tau == 1.0 and lo <= mu <= hi
@@ -138,6 +141,58 @@ def test_damping_factor_formula_and_cap():
     tau = damping_factor(10.0, (lo, hi), 1.0)
     assert tau * 10.0 + 1 - tau == pytest.approx(hi)
     assert damping_factor(-5.0, None, 1.0) == 1.0
+
+
+def test_noise_dominated_pairs_cannot_blow_up_the_direction():
+    # Pairs y = (negative curvature) s + noise orthogonal to s and 30x longer (gradient noise
+    # dominating y, as at batch 8). The spec's damping alone moves s.y/s.s to lo but leaves
+    # y.y/s.y ~ 1e6; each such pair multiplies the L-BFGS matrix by |I - rho s y'|^2 ~ y.y/(lo s.y),
+    # and five of them give |H g| / |g| ~ 1e25 (the batch-8 ResNet blow-up: 3e4 after one bad
+    # pair). With y.y/s.y <= hi as well, H stays near the identity here (measured ~1).
+    lo, hi = 1e-3, 1.5
+    gen = torch.Generator().manual_seed(3)
+    n = 50
+
+    def history(spec_only: bool) -> dict:
+        gen.manual_seed(0)
+        st = new_history(5, n, torch.zeros(n, dtype=F64))
+        for _ in range(5):
+            s = torch.randn(n, generator=gen, dtype=F64)
+            noise = torch.randn(n, generator=gen, dtype=F64)
+            noise -= (noise @ s) / (s @ s) * s
+            y = -0.2 * s + 30 * noise / noise.norm() * s.norm()
+            if spec_only:
+                tau = damping_factor(float(s @ y / (s @ s)), (lo, hi), 1.0)
+                assert push_pair(st, s, tau * y + (1 - tau) * s, None, 1.0).accepted
+            else:
+                assert push_pair(st, s, y, (lo, hi), 1.0).accepted
+                assert float(s @ y / (s @ s)) >= lo * (1 - 1e-9)  # y now holds the damped y
+                assert float(y @ y / (s @ y)) <= hi * (1 + 1e-9)
+        return st
+
+    gs = torch.randn(20, n, generator=torch.Generator().manual_seed(1), dtype=F64)
+
+    def worst(st: dict) -> float:
+        return max(float(lbfgs_direction(g, st).norm() / g.norm()) for g in gs)
+
+    assert worst(history(spec_only=False)) < 10.0
+    assert worst(history(spec_only=True)) > 1e10
+
+
+def test_gradient_side_factor_is_the_largest_admissible_t():
+    gen = torch.Generator().manual_seed(4)
+    hi = 1.5
+    for _ in range(50):
+        s, y = torch.randn(8, generator=gen, dtype=F64), torch.randn(8, generator=gen, dtype=F64)
+        y = y * 10 + s * 0.5
+        ss, sy, yy = float(s @ s), float(s @ y), float(y @ y)
+        t = gradient_side_factor(ss, sy, yy, hi)
+        y_t = t * y + (1 - t) * s
+        ratio = float(y_t @ y_t / (s @ y_t))
+        if yy <= hi * sy:
+            assert t == 1.0
+        else:  # on the boundary, so no larger t is admissible (f is convex with f(0) <= 0)
+            assert 0 <= t < 1 and ratio == pytest.approx(hi, rel=1e-9)
 
 
 def test_undamped_and_invalid_pairs_are_rejected_and_leave_the_history_untouched():

@@ -7,7 +7,8 @@ Per block ``b`` (a list of parameters, flattened; see :mod:`._lbfgs_blocks`), at
     m_w    = beta * m_w + (1 - beta) * w          # m_w, m_g start at the first w, g
     m_g    = beta * m_g + (1 - beta) * g          # beta = avg_decay (0: m_w = w, m_g = g)
     every T steps of the block:  s = m_w - m_w(T steps ago),  y = m_g - m_g(T steps ago)
-        mu = s.y / s.s; tau from the damping bounds (lo, hi); y <- tau y + (1 - tau) s
+        mu = s.y / s.s; tau from the damping bounds (lo, hi), lowered further until
+        y.y / s.y <= hi (ours, see _lbfgs_blocks.gradient_side_factor); y <- tau y + (1 - tau) s
         keep the newest M pairs
     d      = H g      (L-BFGS matrix of the pairs, H0 = (s.y / y.y) I of the newest; H = I
                        while the block has no pair: the warm-up is SGD with momentum)
@@ -96,9 +97,11 @@ class MLBFGS(Optimizer):
             averaging off (pairs from the raw iterates and gradients T steps apart). Default
             0.999 (the public runs').
         damping_bounds: ``(lo, hi)`` with ``0 < lo < 1 < hi``: a pair's curvature ``s.y/s.s``
-            is moved into ``[lo, hi]``; ``None``: no damping (pairs with ``s.y <= 1e-10``
-            dropped). Default ``(1e-3, 1.5)`` (the public code's ``hi``; ``lo`` is 0.01 there,
-            lowered so a condition number of 1e3 fits undamped; see docs/MLBFGS.md).
+            is moved into ``[lo, hi]`` (the spec) and ``y.y/s.y`` below ``hi`` (ours: without
+            it a pair of gradient noise can scale the step by 1e4); ``None``: no damping
+            (pairs with ``s.y <= 1e-10`` dropped). Default ``(1e-3, 1.5)`` (the public code's
+            ``hi``; ``lo`` is 0.01 there, lowered so a condition number of 1e3 fits undamped;
+            see docs/MLBFGS.md).
         damping: caps ``tau <= 1 - damping``, in [0, 1) (the public code's ``tau0``; it damps
             even pairs already in range). Default 0 (no cap).
         normalize: divide all block directions by their joint global norm (public-code
