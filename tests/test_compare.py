@@ -208,6 +208,23 @@ def test_duplicate_slugs_rejected(tmp_path: Path) -> None:
                  tmp_path, train_fn=fake_train)
 
 
+def test_a_folder_run_in_parts_keeps_every_part_in_its_grid(
+    tmp_path: Path, fake_train: FakeTrain
+) -> None:
+    # e.g. a seed stage run family by family, or two processes with different --only subsets:
+    # the last run must not drop the earlier parts from grid.json and so from the tables
+    base = TrainConfig(dataset="synthetic", epochs=1)
+    run_grid(base, ENTRIES[:1], [0, 1], tmp_path, train_fn=fake_train)
+    run_grid(base, ENTRIES[1:], [0], tmp_path, train_fn=fake_train)
+    _, entries, seeds = load_grid(tmp_path)
+    assert [e.label for e in entries] == ["SGD", "TR SGD"] and seeds == [0, 1]
+    rows = {r["label"]: r for r in summarize(tmp_path)}
+    assert rows["SGD"]["n"] == 2 and rows["TR SGD"]["n"] == 1
+    # rerunning a part changes nothing; a new definition of a label replaces the old one
+    run_grid(base, ENTRIES[:1], [0, 1], tmp_path, train_fn=fake_train)
+    assert [e.label for e in load_grid(tmp_path)[1]] == ["SGD", "TR SGD"]
+
+
 def test_tuples_in_option_dicts_match_their_json_round_trip(
     tmp_path: Path, fake_train: FakeTrain
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tamegrad import estimators
-from tamegrad.experiments import SUITES, run_suite, suite_run
+from tamegrad.experiments import SUITES, run_suite, seed_stage, suite_run
 from tamegrad.experiments.rad import (
     ARMS,
     BATCH,
@@ -19,7 +19,6 @@ from tamegrad.experiments.rad import (
     REDUCED_BATCH,
     _step_fn,
     equal_memory_batch,
-    seed_stage,
 )
 from tamegrad.models import create_model
 from tamegrad.train.grid import entry_config

@@ -42,6 +42,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="learning-rate sweeps: after the grid, add a point beyond every sweep "
                         "whose best lr is at its edge and run it, until each is bracketed "
                         "(at most 2 points per side)")
+    p.add_argument("--best-of", metavar="SWEEP_OUT",
+                   help="seed stage of a learning-rate sweep: run every family's best lr of "
+                        "that finished sweep folder (its seed-0 run is copied) in --out, on "
+                        "--seeds; sweeps not complete yet are left out (run it again later)")
     p.add_argument("--list", action="store_true", help="list suites and profiles, run nothing")
 
 
@@ -64,7 +68,13 @@ def _recorded_threads(out_dir: Path) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """``tamegrad reproduce``."""
-    from tamegrad.experiments import SUITES, available_suites, prepare_suite, run_suite
+    from tamegrad.experiments import (
+        SUITES,
+        available_suites,
+        prepare_suite,
+        run_suite,
+        seed_stage,
+    )
 
     if args.list:
         for suite in SUITES.values():
@@ -81,6 +91,25 @@ def run(args: argparse.Namespace) -> int:
     # Default: the thread count recorded in the folder, else 1 (an explicit different value is
     # refused by run_compare, as it would change the results of the runs still to do).
     threads = args.threads if args.threads is not None else (_recorded_threads(out_dir) or 1)
+    only = args.only
+    if args.best_of:
+        if args.extend_edges or args.worker is not None:
+            raise CLIError("--best-of starts a seed stage: without --extend-edges or --worker")
+        from tamegrad.experiments.runner import read_suite_meta
+
+        try:
+            sweep = read_suite_meta(args.best_of)
+            if sweep and (sweep.get("suite"), sweep.get("profile")) != (args.suite, args.profile):
+                raise ValueError(f"{args.best_of} holds {sweep.get('suite')} profile "
+                                 f"{sweep.get('profile')} results, not {args.suite} {args.profile}")
+            labels = seed_stage(args.best_of, out_dir, require_complete=False)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        only = [lab for lab in labels if not args.only or any(lab.startswith(o)
+                                                              for o in args.only)]
+        print(f"best lrs of {args.best_of}: {', '.join(only)}", flush=True)
+        if not only:
+            raise CLIError(f"--only {args.only} matches none of the best lrs: {labels}")
     failed = 0
 
     def runner(base: TrainConfig, entries: list[GridEntry], seeds: list[int], out: Path) -> int:
@@ -93,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.worker is not None:  # one worker of a grid started elsewhere: no outputs
             base, entries, seeds = prepare_suite(args.suite, args.profile, out_dir,
-                                                 seeds=args.seeds, only=args.only,
+                                                 seeds=args.seeds, only=only,
                                                  overrides=overrides)
             return 1 if runner(base, entries, seeds, out_dir) else 0
         table = run_suite(
-            args.suite, args.profile, out_dir, seeds=args.seeds, only=args.only,
+            args.suite, args.profile, out_dir, seeds=args.seeds, only=only,
             overrides=overrides, extend_edges=args.extend_edges, runner=runner,
             validate=_validate, report=lambda line: print(line, flush=True),
         )

@@ -14,7 +14,7 @@ To add a paper: a module defining its :class:`Suite` objects, listed in
 from __future__ import annotations
 
 from ._suite import ProfileSpec, Suite, SuiteRun
-from .runner import extend_sweeps, prepare_suite, run_suite, write_suite_outputs
+from .runner import extend_sweeps, prepare_suite, run_suite, seed_stage, write_suite_outputs
 from .suites import SUITES, available_suites, get_suite, suite_run
 from .tr import TR_MEAN_STEP_MULTIPLIER, mean_step_multiplier
 
@@ -30,6 +30,7 @@ __all__ = [
     "mean_step_multiplier",
     "prepare_suite",
     "run_suite",
+    "seed_stage",
     "suite_run",
     "write_suite_outputs",
 ]

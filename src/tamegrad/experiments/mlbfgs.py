@@ -1,6 +1,6 @@
 """mL-BFGS's suite (Niu et al., TMLR 2023; issue 12; docs/MLBFGS.md, "Experiments").
 
-``mlbfgs-cifar10`` (v1)
+``mlbfgs-cifar10`` (v2: the library's damping also bounds y.y/s.y)
     ResNet-18 on CIFAR-10, cosine schedule, at the paper's batch 128 and at batch 8: mL-BFGS
     (the paper's defaults: M = 10 pairs, update period T = 50, averaging decay 0.999, momentum
     0.9, the library's damping bounds) against SGD with momentum 0.9, AdamW and naive
@@ -8,10 +8,11 @@
     Each optimizer gets a 3-point lr sweep (``{1/3, 1, 3} x`` its centre, :data:`CENTRES`,
     shifted by ``sqrt(batch / 128)`` at batch 8); ``--extend-edges`` grows any sweep whose best
     lr is at its edge. The profiles run seed 0 (the tuning seed); the best lr of every family
-    is then run on seeds 0, 1, 2 in a second folder (``--seeds 0 1 2 --only LABEL ...``; see
-    :func:`seed_stage_labels` and ``docs/MLBFGS.md``). ``results.md`` adds, per batch size,
-    the final test accuracy and the epochs, steps and seconds to the test accuracy of
-    :data:`TARGETS` (fixed before the sweep ran), and curves against steps and seconds.
+    is then run on seeds 0, 1, 2 in a second folder (``tamegrad reproduce mlbfgs-cifar10
+    --out SEEDS --seeds 0 1 2 --best-of SWEEP``; ``docs/MLBFGS.md``). ``results.md`` adds,
+    per batch size, the final test accuracy and the epochs, steps and seconds to the test
+    accuracy of :data:`TARGETS` (fixed before the sweep ran), and curves against steps and
+    seconds.
 """
 
 from __future__ import annotations
@@ -89,16 +90,6 @@ def mlbfgs_base() -> TrainConfig:
         schedule="cosine",
         epochs=30,
     )
-
-
-def seed_stage_labels(out_dir: Path | str) -> list[str]:
-    """Labels of every family's best sweep point in a finished sweep folder: what the seed
-    stage runs (``--only``). Families whose sweep has no finished run are left out."""
-    from tamegrad.train.results import summarize
-    from tamegrad.train.sweep import best_per_family
-
-    return [b["best_label"] for b in best_per_family(summarize(Path(out_dir)))
-            if b["best_label"] is not None]
 
 
 def _batch(label: str) -> int | None:

@@ -17,10 +17,9 @@
     (docs/ESTIMATORS.md, Benchmark). All arms run the same number of optimizer steps (the
     paper compares curves against iterations): ``limit_train_batches`` steps per epoch.
 
-    Stage 2 (3 seeds at the chosen lrs): :func:`seed_stage` copies each family's best seed-0
-    run of a finished sweep folder into a new folder and returns the labels, then
-    ``tamegrad reproduce rad-cifar10 --profile P --out NEW --seeds 0 1 2 --only LABELS``
-    runs seeds 1 and 2 (``python -m tamegrad.experiments.rad stage2 SWEEP NEW`` prints it).
+    Stage 2 (3 seeds at the chosen lrs): ``tamegrad reproduce rad-cifar10 --profile P --out NEW
+    --seeds 0 1 2 --best-of SWEEP`` copies each family's best seed-0 run of the finished sweep
+    folder into NEW and runs seeds 1 and 2 (:func:`tamegrad.experiments.runner.seed_stage`).
 
 What differs from the paper: the engine's ``"step"`` schedule (x0.1 at 50% and x0.01 at 75% of
 the epochs) instead of the public code's x0.6 every 10,000 iterations; no weight decay (the
@@ -31,7 +30,6 @@ search; far fewer iterations on CPU.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -250,34 +248,9 @@ def rad_report(out: Path, profile: str) -> str:
     except FileNotFoundError:
         pass
     if all(b["complete"] for b in best_per_family(rows)) and set(grid.seeds) == {0}:
-        labels = " ".join(f'"{b["best_label"]}"' for b, _, _ in table)
-        lines += ["", "Stage 2 (3 seeds at the chosen lrs): `python -m "
-                  f"tamegrad.experiments.rad stage2 {out} {out}-seeds`, then `tamegrad reproduce "
-                  f"rad-cifar10 --profile {profile} --out {out}-seeds --seeds 0 1 2 --only "
-                  f"{labels}`"]
+        lines += ["", "Stage 2 (3 seeds at the chosen lrs): `tamegrad reproduce rad-cifar10 "
+                  f"--profile {profile} --out {out}-seeds --seeds 0 1 2 --best-of {out}`"]
     return "\n".join(lines)
-
-
-def seed_stage(sweep_out: Path | str, seeds_out: Path | str) -> list[str]:
-    """Stage 2: copy each family's best seed-0 run of ``sweep_out`` (``best.md``'s choice)
-    into ``seeds_out`` (checkpoints left out) and return their labels, for
-    ``reproduce rad-cifar10 --out SEEDS_OUT --seeds 0 1 2 --only LABELS``. ``ValueError``
-    while a sweep is incomplete."""
-    from tamegrad.train.results import summarize
-    from tamegrad.train.sweep import best_per_family
-
-    src, dst = Path(sweep_out), Path(seeds_out)
-    bests = best_per_family(summarize(src))
-    if not bests or not all(b["complete"] and b["best_label"] for b in bests):
-        raise ValueError(f"{src}: the lr sweeps are not complete yet")
-    labels = []
-    for b in bests:
-        target = run_dir_for(dst, b["best_label"], 0)
-        if not target.exists():
-            shutil.copytree(run_dir_for(src, b["best_label"], 0), target,
-                            ignore=shutil.ignore_patterns("*.pt", "checkpoint*"))
-        labels.append(str(b["best_label"]))
-    return labels
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -321,20 +294,14 @@ RAD_CIFAR10 = Suite(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``equal-memory``: print :func:`equal_memory_batch` for each variant; ``stage2 SWEEP
-    OUT``: run :func:`seed_stage` and print the reproduce command."""
+    """``equal-memory``: print :func:`equal_memory_batch` for each variant."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["equal-memory"]:
         for variant in ("different", "same", "projection"):
             print(variant, equal_memory_batch(variant=variant))
         return 0
-    if args[:1] == ["stage2"] and len(args) == 3:
-        labels = seed_stage(args[1], args[2])
-        quoted = " ".join(f'"{lab}"' for lab in labels)
-        print(f"tamegrad reproduce rad-cifar10 --profile PROFILE --out {args[2]} "
-              f"--seeds 0 1 2 --only {quoted}")
-        return 0
-    print("usage: python -m tamegrad.experiments.rad equal-memory | stage2 SWEEP_OUT SEEDS_OUT",
+    print("usage: python -m tamegrad.experiments.rad equal-memory "
+          "(stage 2: tamegrad reproduce rad-cifar10 --best-of SWEEP_OUT)",
           file=sys.stderr)
     return 2
 

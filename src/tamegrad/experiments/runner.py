@@ -142,6 +142,66 @@ def extend_sweeps(
     return added
 
 
+def seed_stage(
+    sweep_out: Path | str, seeds_out: Path | str, *, require_complete: bool = True
+) -> list[str]:
+    """Stage 2 of a learning-rate sweep: each family's best lr on more seeds, in a new folder.
+
+    Copies the seed-0 run of every family's best sweep point (per batch size; the choice of
+    the sweep's ``best.md``) from ``sweep_out`` into ``seeds_out`` (checkpoints left out; the
+    grid runner skips it, its config being the same) and records the sweep's edge extensions
+    in ``seeds_out/suite.json``, so that an lr added by ``--extend-edges`` is an entry there
+    too. Returns the labels, for ``reproduce --out SEEDS_OUT --seeds 0 1 2 --only LABELS``
+    (``tamegrad reproduce --best-of SWEEP_OUT`` does both). Call it again as more sweeps finish.
+
+    ``ValueError`` when ``sweep_out`` is not a suite's folder, when ``seeds_out`` holds another
+    suite, version or profile, when no sweep is complete, and (``require_complete``) while any
+    is incomplete; otherwise the incomplete ones are left out.
+    """
+    import shutil
+
+    from tamegrad.train.grid import run_dir_for
+    from tamegrad.train.results import summarize
+
+    src, dst = Path(sweep_out), Path(seeds_out)
+    if src.resolve() == dst.resolve():
+        raise ValueError(f"the seed stage needs a folder of its own, not the sweep's ({src})")
+    src_meta = read_suite_meta(src)
+    name, profile = src_meta.get("suite"), src_meta.get("profile")
+    if not isinstance(name, str) or not isinstance(profile, str):
+        raise ValueError(f"{src} holds no suite's results ({SUITE_FILE} missing)")
+    version = get_suite(name).version
+    if src_meta.get("version") != version:
+        raise ValueError(f"{src} holds {name} v{src_meta.get('version')} results; this "
+                         f"tamegrad runs v{version}")
+    bests = [b for b in best_per_family(summarize(src)) if b["best_label"] is not None]
+    incomplete = [f"{b['family']} b{b['batch_size']}" for b in bests if not b["complete"]]
+    if require_complete and incomplete:
+        raise ValueError(f"{src}: the lr sweeps of {', '.join(incomplete)} are not complete yet")
+    bests = [b for b in bests if b["complete"]]
+    if not bests:
+        raise ValueError(f"{src}: no learning-rate sweep is complete yet")
+    meta = read_suite_meta(dst) or {"suite": name, "version": version, "profile": profile,
+                                    "notes": suite_run(name, profile).notes}
+    if (meta.get("suite"), meta.get("version"), meta.get("profile")) != (name, version, profile):
+        raise ValueError(f"{dst} holds results of {meta.get('suite')} v{meta.get('version')} "
+                         f"profile {meta.get('profile')}; use another folder")
+    points = list(meta.get(EXTENSIONS_KEY, []))
+    points += [p for p in src_meta.get(EXTENSIONS_KEY, []) if p not in points]
+    if points:
+        meta[EXTENSIONS_KEY] = points
+    dst.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dst / SUITE_FILE, json.dumps(meta, indent=2) + "\n")
+    labels = []
+    for b in bests:
+        target = run_dir_for(dst, b["best_label"], 0)
+        if not target.exists():
+            shutil.copytree(run_dir_for(src, b["best_label"], 0), target,
+                            ignore=shutil.ignore_patterns("*.pt", "checkpoints", ".claim"))
+        labels.append(str(b["best_label"]))
+    return labels
+
+
 def write_suite_outputs(name: str, profile: str, out_dir: Path | str) -> str:
     """Write the folder's ``results.md``/``.json`` and figures; return the results table.
 

@@ -190,20 +190,39 @@ def write_grid(
 ) -> Path:
     """Write ``out_dir/grid.json`` describing the grid (atomic; untouched when unchanged).
 
-    ``threads=None`` keeps the thread count already recorded in the folder (if any).
+    The file describes everything the folder holds: entries and seeds already recorded there
+    are kept (an entry of the same label takes the new definition), so running a folder in
+    parts (``--only``, a seed stage added family by family, or two processes with different
+    subsets) leaves every part in its tables. ``threads=None`` keeps the thread count already
+    recorded in the folder (if any).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / GRID_FILE
+    old: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(path.read_text())
+        old = loaded if isinstance(loaded, dict) else {}
     if threads is None:
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            recorded = json.loads(path.read_text()).get("threads")
+        with contextlib.suppress(ValueError, TypeError):
+            recorded = old.get("threads")
             threads = int(recorded) if recorded is not None else None
+    new_entries = {e.label: e.to_dict() for e in entries}
+    merged: list[dict[str, Any]] = []  # the recorded order, new labels appended
+    for e in old.get("entries", []) if isinstance(old.get("entries"), list) else []:
+        label = e.get("label") if isinstance(e, dict) else None
+        if isinstance(label, str):
+            merged.append(new_entries.pop(label, e))
+    merged += list(new_entries.values())
+    all_seeds = [int(s) for s in seeds]
+    for s in old.get("seeds", []) if isinstance(old.get("seeds"), list) else []:
+        if isinstance(s, int) and s not in all_seeds:
+            all_seeds.append(s)
     payload: dict[str, Any] = {
         "version": GRID_VERSION,
         "base_config": config_to_dict(base_config),
-        "entries": [e.to_dict() for e in entries],
-        "seeds": [int(s) for s in seeds],
+        "entries": merged,
+        "seeds": sorted(all_seeds),
         "threads": threads,
     }
     text = json.dumps(payload, indent=2) + "\n"
