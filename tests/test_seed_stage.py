@@ -83,3 +83,24 @@ def test_seed_stage_refuses_foreign_or_empty_folders(tmp_path: Path) -> None:
     _run(sweep, ["SGD lr="], [0])
     with pytest.raises(ValueError, match="holds results of gssgd-shakespeare"):
         seed_stage(sweep, other, require_complete=False)
+
+
+def test_reproduce_best_of_refuses_a_sweep_of_another_suite_or_extension(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tamegrad.cli import main
+
+    sweep = tmp_path / "sweep"
+    write_grid(sweep, *prepare_suite(SUITE, PROFILE, sweep))
+    _run(sweep, ["GSSGD lr="], [0])
+    seeds = str(tmp_path / "seeds")
+    for extra, message in (
+        (["gssgd-shakespeare"], "holds gssgd-cifar10 profile smoke results, not "
+                                "gssgd-shakespeare smoke"),
+        ([SUITE, "--extend-edges"], "without --extend-edges"),
+        ([SUITE, "--only", "Adam"], "matches none of the best lrs"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["reproduce", *extra, "--out", seeds, "--best-of", str(sweep)])
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err
