@@ -160,14 +160,16 @@ class RunFolder:
             os.fsync(f.fileno())
 
     def remove_stale_temp_files(self) -> None:
-        """Delete temporary files a killed atomic write left in ``checkpoints/``.
+        """Delete temporary files a killed atomic write left in the folder (``summary.json``,
+        ``metrics.jsonl``, ...) and in ``checkpoints/``.
 
         Only call this when no other process writes into the folder.
         """
-        if self.checkpoint_dir.is_dir():
-            for tmp in self.checkpoint_dir.glob(".*.tmp"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        for folder in (self.path, self.checkpoint_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
 
 
 def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
