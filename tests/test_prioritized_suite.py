@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tamegrad.data import default_data_dir
 from tamegrad.experiments import SUITES, run_suite, suite_run
@@ -42,18 +41,14 @@ def test_grid_is_models_times_arms_at_equal_compute() -> None:
     assert "prioritized-cifar10" in SUITES and "prioritized-cifar10-lr" in SUITES
 
 
+@pytest.mark.usefixtures("one_thread")  # as each --workers process uses
 def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
     if not (default_data_dir() / "cifar10-jpeg.tar.gz").exists():
         pytest.skip("cifar10-jpeg.tar.gz not in $TAMEGRAD_DATA")
     out = tmp_path / "smoke"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each --workers process uses
-    try:
-        start = time.process_time()  # CPU time: other jobs on a busy machine do not count
-        table = run_suite("prioritized-cifar10", "smoke", out, progress=False)
-        assert time.process_time() - start < 30
-    finally:
-        torch.set_num_threads(threads)
+    start = time.process_time()  # CPU time: other jobs on a busy machine do not count
+    table = run_suite("prioritized-cifar10", "smoke", out, progress=False)
+    assert time.process_time() - start < 30
     results = (out / "results.md").read_text()
     assert results.strip() == table.strip()
     for model in MODELS:

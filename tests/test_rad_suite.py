@@ -72,16 +72,12 @@ def test_equal_memory_batch_is_the_largest_that_fits() -> None:
                                                model=rad) == got["budget"]
 
 
+@pytest.mark.usefixtures("one_thread")  # as each --workers process uses
 def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "smoke"  # the smoke profile runs on the built-in 8x8 digits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each --workers process uses
-    try:
-        start = time.process_time()  # CPU time: other jobs on a busy machine do not count
-        table = run_suite("rad-cifar10", "smoke", out, progress=False)
-        assert time.process_time() - start < 30
-    finally:
-        torch.set_num_threads(threads)
+    start = time.process_time()  # CPU time: other jobs on a busy machine do not count
+    table = run_suite("rad-cifar10", "smoke", out, progress=False)
+    assert time.process_time() - start < 30
     results = (out / "results.md").read_text()
     assert results.strip() == table.strip()
     assert "## Each arm at its best lr" in results

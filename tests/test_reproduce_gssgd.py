@@ -7,12 +7,10 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from tamegrad.data import default_data_dir
 from tamegrad.experiments import (
@@ -208,17 +206,6 @@ def test_format_lr() -> None:
     assert [format_lr(x) for x in (2e-4, 6.67e-5, 0.07, 0.0233, 5.83e-3, 10.0, 150.0)] == [
         "2e-4", "6.67e-5", "0.07", "0.0233", "5.83e-3", "10", "150"]
     assert round_lr(2e-4 / 3) == 6.67e-5
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread, as each ``--workers`` process uses (and no oversubscribed cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _smoke(name: str, only: list[str], out: Path) -> str:

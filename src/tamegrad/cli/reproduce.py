@@ -95,14 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of:
         if args.extend_edges or args.worker is not None:
             raise CLIError("--best-of starts a seed stage: without --extend-edges or --worker")
-        from tamegrad.experiments.runner import read_suite_meta
-
         try:
-            sweep = read_suite_meta(args.best_of)
-            if sweep and (sweep.get("suite"), sweep.get("profile")) != (args.suite, args.profile):
-                raise ValueError(f"{args.best_of} holds {sweep.get('suite')} profile "
-                                 f"{sweep.get('profile')} results, not {args.suite} {args.profile}")
-            labels = seed_stage(args.best_of, out_dir, require_complete=False)
+            labels = seed_stage(args.best_of, out_dir, require_complete=False,
+                                suite=args.suite, profile=args.profile)
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
         only = [lab for lab in labels if not args.only or any(lab.startswith(o)

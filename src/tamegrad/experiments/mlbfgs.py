@@ -92,11 +92,6 @@ def mlbfgs_base() -> TrainConfig:
     )
 
 
-def _batch(label: str) -> int | None:
-    tail = label.rsplit(" b", 1)
-    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
-
-
 def mlbfgs_report(out: Path, profile: str) -> str:
     """Per batch size: final test accuracy and epochs, steps and seconds to the profile's
     target (:data:`TARGETS`) for every entry, speed-up against the best SGD point, and the
@@ -107,13 +102,14 @@ def mlbfgs_report(out: Path, profile: str) -> str:
 
     parts = []
     summary = summarize(out)
+    batch_of = {r["label"]: r["batch_size"] for r in summary}
     try:
         best_dirs = best_run_dirs(out, summary)
     except (FileNotFoundError, ValueError):
         best_dirs = {}
     for batch, goal in TARGETS[profile].items():
         target = Target("test_acc", goal)
-        rows = [r for r in target_rows(out, target) if _batch(r["label"]) == batch]
+        rows = [r for r in target_rows(out, target) if batch_of.get(r["label"]) == batch]
         if not rows:
             continue
         sgd = [r for r in rows if r["label"].startswith("SGD ") and r["final_mean"] is not None]

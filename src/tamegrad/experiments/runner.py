@@ -17,7 +17,7 @@ from typing import Any
 
 from tamegrad._atomic import atomic_write_text
 from tamegrad.train.config import TrainConfig
-from tamegrad.train.grid import GridEntry
+from tamegrad.train.grid import GridEntry, run_dir_for
 from tamegrad.train.sweep import best_per_family, format_lr, is_sweep, round_lr, sweep_label
 
 from .suites import get_suite, suite_run
@@ -143,7 +143,8 @@ def extend_sweeps(
 
 
 def seed_stage(
-    sweep_out: Path | str, seeds_out: Path | str, *, require_complete: bool = True
+    sweep_out: Path | str, seeds_out: Path | str, *, require_complete: bool = True,
+    suite: str | None = None, profile: str | None = None,
 ) -> list[str]:
     """Stage 2 of a learning-rate sweep: each family's best lr on more seeds, in a new folder.
 
@@ -154,22 +155,26 @@ def seed_stage(
     too. Returns the labels, for ``reproduce --out SEEDS_OUT --seeds 0 1 2 --only LABELS``
     (``tamegrad reproduce --best-of SWEEP_OUT`` does both). Call it again as more sweeps finish.
 
-    ``ValueError`` when ``sweep_out`` is not a suite's folder, when ``seeds_out`` holds another
-    suite, version or profile, when no sweep is complete, and (``require_complete``) while any
-    is incomplete; otherwise the incomplete ones are left out.
+    ``ValueError`` when ``sweep_out`` is not a suite's folder (or not of ``suite``/``profile``
+    when given), when ``seeds_out`` holds another suite, version or profile, when no sweep is
+    complete, and (``require_complete``) while any is incomplete; otherwise the incomplete ones
+    are left out.
     """
     import shutil
 
-    from tamegrad.train.grid import run_dir_for
     from tamegrad.train.results import summarize
 
     src, dst = Path(sweep_out), Path(seeds_out)
     if src.resolve() == dst.resolve():
         raise ValueError(f"the seed stage needs a folder of its own, not the sweep's ({src})")
     src_meta = read_suite_meta(src)
-    name, profile = src_meta.get("suite"), src_meta.get("profile")
-    if not isinstance(name, str) or not isinstance(profile, str):
+    name, found = src_meta.get("suite"), src_meta.get("profile")
+    if not isinstance(name, str) or not isinstance(found, str):
         raise ValueError(f"{src} holds no suite's results ({SUITE_FILE} missing)")
+    if (suite or name, profile or found) != (name, found):
+        raise ValueError(f"{src} holds {name} profile {found} results, not "
+                         f"{suite or name} {profile or found}")
+    profile = found
     version = get_suite(name).version
     if src_meta.get("version") != version:
         raise ValueError(f"{src} holds {name} v{src_meta.get('version')} results; this "
